@@ -1,0 +1,319 @@
+//! The watch cache: every object of the cluster in memory, fed by one store
+//! watch, so that LIST and WATCH never touch the store.
+//!
+//! Like upstream's cacher, it keeps the newest version of each key and a ring
+//! of recent events. A watch from revision N replays the ring after N and then
+//! follows live events; when N fell off the ring, it gets 410 Gone. Pods are
+//! also indexed by `spec.nodeName`, because every kubelet lists and watches
+//! only its own pods.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch, RwLock};
+use tug_store::{EventKind, ListOptions, Revision, Store};
+
+/// How many recent events the ring keeps for watch resumption.
+const RING_CAPACITY: usize = 100_000;
+/// Live event fan-out buffer; a watcher that falls this far behind is ended
+/// (the client re-lists), never silently skipped past.
+const BROADCAST_CAPACITY: usize = 65_536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl WatchEventType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WatchEventType::Added => "ADDED",
+            WatchEventType::Modified => "MODIFIED",
+            WatchEventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, with the object as served (resourceVersion filled in).
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: WatchEventType,
+    pub key: String,
+    pub revision: Revision,
+    pub object: Arc<Value>,
+    pub prev: Option<Arc<Value>>,
+}
+
+#[derive(Clone)]
+pub struct CachedObject {
+    pub revision: Revision,
+    pub object: Arc<Value>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, CachedObject>,
+    ring: VecDeque<Arc<CacheEvent>>,
+    /// Pods by `spec.nodeName` ("" for unbound): key sets.
+    pods_by_node: HashMap<String, HashSet<String>>,
+    revision: Revision,
+}
+
+pub struct WatchCache {
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<CacheEvent>>,
+    revision_tx: watch::Sender<Revision>,
+}
+
+/// Decodes a stored value into the served object with its resourceVersion.
+pub fn decode_stored(value: &[u8], revision: Revision) -> Option<Value> {
+    let mut obj: Value = serde_json::from_slice(value).ok()?;
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    }
+    Some(obj)
+}
+
+/// Allocation bookkeeping (`/registry/ranges/`) lives beside objects but is not one.
+fn is_object_key(key: &str) -> bool {
+    !key.starts_with("/registry/ranges/")
+}
+
+fn is_pod_key(key: &str) -> bool {
+    key.starts_with("/registry/pods/")
+}
+
+fn node_of(obj: &Value) -> String {
+    obj.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+impl WatchCache {
+    /// Lists everything under `/registry/` and starts following the store.
+    pub async fn start(store: Arc<dyn Store>) -> anyhow::Result<Arc<WatchCache>> {
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (revision_tx, _) = watch::channel(0);
+        let cache = Arc::new(WatchCache { state: RwLock::new(State::default()), events, revision_tx });
+        let start = cache.load(&store).await?;
+        let follower = cache.clone();
+        tokio::spawn(async move { follower.follow(store, start).await });
+        Ok(cache)
+    }
+
+    async fn load(&self, store: &Arc<dyn Store>) -> anyhow::Result<Revision> {
+        let mut state = self.state.write().await;
+        let mut start_after = None;
+        let mut revision = None;
+        loop {
+            let page = store
+                .list("/registry/", ListOptions { revision, limit: Some(10_000), start_after: start_after.clone() })
+                .await?;
+            revision = Some(page.revision);
+            for kv in page.items.iter().filter(|kv| is_object_key(&kv.key)) {
+                if let Some(obj) = decode_stored(&kv.value, kv.mod_revision) {
+                    if is_pod_key(&kv.key) {
+                        state.pods_by_node.entry(node_of(&obj)).or_default().insert(kv.key.clone());
+                    }
+                    state.objects.insert(kv.key.clone(), CachedObject { revision: kv.mod_revision, object: Arc::new(obj) });
+                }
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+        }
+        let rev = revision.unwrap_or(0);
+        state.revision = rev;
+        self.revision_tx.send_replace(rev);
+        Ok(rev)
+    }
+
+    /// Follows the store forever; on a broken watch, resumes from the last
+    /// revision seen (or reloads everything when that was compacted).
+    async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut from: Revision) {
+        loop {
+            match store.watch("/registry/", from).await {
+                Ok(mut stream) => {
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(ev) => {
+                                from = ev.kv.mod_revision;
+                                self.apply(ev).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "watch cache: store watch failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(tug_store::StoreError::Compacted { .. }) => {
+                    tracing::warn!("watch cache fell behind compaction; reloading");
+                    match self.reload(&store).await {
+                        Ok(rev) => from = rev,
+                        Err(e) => tracing::error!(error = %e, "watch cache reload failed"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watch cache: cannot watch store"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn reload(&self, store: &Arc<dyn Store>) -> anyhow::Result<Revision> {
+        {
+            let mut state = self.state.write().await;
+            *state = State::default();
+        }
+        self.load(store).await
+    }
+
+    async fn apply(&self, ev: tug_store::Event) {
+        let revision = ev.kv.mod_revision;
+        let mut state = self.state.write().await;
+        if revision <= state.revision {
+            return;
+        }
+        if !is_object_key(&ev.kv.key) {
+            state.revision = revision;
+            self.revision_tx.send_replace(revision);
+            return;
+        }
+        let key = ev.kv.key.clone();
+        let prev = state.objects.get(&key).map(|c| c.object.clone());
+        let event = match ev.kind {
+            EventKind::Put => {
+                let Some(obj) = decode_stored(&ev.kv.value, revision) else {
+                    tracing::error!(%key, "undecodable object in store");
+                    state.revision = revision;
+                    return;
+                };
+                let obj = Arc::new(obj);
+                if is_pod_key(&key) {
+                    if let Some(p) = &prev {
+                        let old = node_of(p);
+                        if let Some(set) = state.pods_by_node.get_mut(&old) {
+                            set.remove(&key);
+                        }
+                    }
+                    state.pods_by_node.entry(node_of(&obj)).or_default().insert(key.clone());
+                }
+                state.objects.insert(key.clone(), CachedObject { revision, object: obj.clone() });
+                CacheEvent {
+                    kind: if prev.is_some() { WatchEventType::Modified } else { WatchEventType::Added },
+                    key,
+                    revision,
+                    object: obj,
+                    prev,
+                }
+            }
+            EventKind::Delete => {
+                state.objects.remove(&key);
+                // The deleted object is served with the deletion's revision.
+                let last = prev.clone().map(|p| (*p).clone()).or_else(|| decode_stored(&ev.kv.value, revision));
+                let mut obj = last.unwrap_or(Value::Null);
+                if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+                }
+                if is_pod_key(&key) {
+                    let node = node_of(&obj);
+                    if let Some(set) = state.pods_by_node.get_mut(&node) {
+                        set.remove(&key);
+                    }
+                }
+                CacheEvent { kind: WatchEventType::Deleted, key, revision, object: Arc::new(obj), prev }
+            }
+        };
+        let event = Arc::new(event);
+        if state.ring.len() >= RING_CAPACITY {
+            state.ring.pop_front();
+        }
+        state.ring.push_back(event.clone());
+        state.revision = revision;
+        // Send while holding the lock so that subscribers that read the ring
+        // under the lock see each event exactly once.
+        let _ = self.events.send(event);
+        self.revision_tx.send_replace(revision);
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.revision_tx.borrow()
+    }
+
+    /// Waits until the cache has seen `revision` (read-your-writes).
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.revision_tx.subscribe();
+        let wait = rx.wait_for(|r| *r >= revision);
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+    }
+
+    pub async fn get(&self, key: &str) -> Option<CachedObject> {
+        self.state.read().await.objects.get(key).cloned()
+    }
+
+    /// Objects under `prefix` in key order, and the cache revision.
+    pub async fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, Revision) {
+        let state = self.state.read().await;
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.object.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    /// Pods bound to `node` (or unbound, for ""), through the index.
+    pub async fn pods_on_node(&self, prefix: &str, node: &str) -> (Vec<Arc<Value>>, Revision) {
+        let state = self.state.read().await;
+        let mut keys: Vec<&String> = state
+            .pods_by_node
+            .get(node)
+            .map(|s| s.iter().filter(|k| k.starts_with(prefix)).collect())
+            .unwrap_or_default();
+        keys.sort();
+        let items = keys.iter().filter_map(|k| state.objects.get(*k)).map(|c| c.object.clone()).collect();
+        (items, state.revision)
+    }
+
+    pub async fn count(&self, prefix: &str) -> usize {
+        let state = self.state.read().await;
+        state.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).count()
+    }
+
+    /// Events after `revision` from the ring plus a live receiver, with no
+    /// gap and no duplicate. `Err(oldest)` when `revision` is older than the ring.
+    pub async fn watch_from(
+        &self,
+        revision: Revision,
+    ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), Revision> {
+        let state = self.state.read().await;
+        let rx = self.events.subscribe();
+        let oldest = state.ring.front().map(|e| e.revision).unwrap_or(state.revision + 1);
+        if revision < state.revision && revision + 1 < oldest {
+            return Err(oldest - 1);
+        }
+        let replay = state.ring.iter().filter(|e| e.revision > revision).cloned().collect();
+        Ok((replay, rx))
+    }
+
+    /// A snapshot of current objects under `prefix` plus a live receiver from that point.
+    pub async fn snapshot_and_subscribe(
+        &self,
+        prefix: &str,
+    ) -> (Vec<Arc<Value>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
+        let state = self.state.read().await;
+        let rx = self.events.subscribe();
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.object.clone())
+            .collect();
+        (items, state.revision, rx)
+    }
+}

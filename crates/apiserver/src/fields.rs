@@ -1,0 +1,507 @@
+//! Field management: `metadata.managedFields` (who set which field) and
+//! server-side apply built on it.
+//!
+//! A field set is the set of leaf paths of an object, in upstream's
+//! `FieldsV1` vocabulary: `f:name` for a field, `k:{"name":"c"}` for an
+//! element of a list keyed by merge key, `v:"x"` for an element of a set of
+//! scalars. Atomic lists and scalars are leaves.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+use tug_api::resources::ResourceType;
+use tug_api::schema::Schemas;
+use tug_api::status::Cause;
+use tug_api::{meta, ApiError};
+
+type Path = Vec<String>;
+pub type FieldSet = BTreeSet<Path>;
+
+/// Fields no manager owns (identity and server-managed metadata).
+fn is_unowned(path: &[String]) -> bool {
+    match path {
+        [] => true,
+        [f] if f == "f:apiVersion" || f == "f:kind" => true,
+        [m, f, ..] if m == "f:metadata" => matches!(
+            f.as_str(),
+            "f:name" | "f:namespace" | "f:uid" | "f:resourceVersion" | "f:generation" | "f:creationTimestamp"
+                | "f:managedFields" | "f:deletionTimestamp" | "f:deletionGracePeriodSeconds" | "f:selfLink"
+        ),
+        _ => false,
+    }
+}
+
+/// The leaf paths of `value` whose type is `schema`.
+pub fn field_set(value: &Value, definition: &str) -> FieldSet {
+    let schemas = Schemas::get();
+    let schema = schemas.definition(definition).cloned().unwrap_or(Value::Null);
+    let mut out = FieldSet::new();
+    walk(value, &schema, schemas, &mut Vec::new(), &mut out);
+    out.retain(|p| !is_unowned(p));
+    out
+}
+
+fn walk(value: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, out: &mut FieldSet) {
+    match value {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let child = schemas.property(schema, k).cloned().unwrap_or(Value::Null);
+                path.push(format!("f:{k}"));
+                match v {
+                    Value::Array(items) if !items.is_empty() => {
+                        let strategy = schemas.patch_strategy(schema, k);
+                        let item_schema = schemas.resolve(&child).get("items").cloned().unwrap_or(Value::Null);
+                        match (&strategy.merge_key, strategy.merge) {
+                            (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
+                                for item in items {
+                                    path.push(item_key(item, key));
+                                    out.insert(with(path, "."));
+                                    walk(item, &item_schema, schemas, path, out);
+                                    path.pop();
+                                }
+                            }
+                            (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                                for item in items {
+                                    out.insert(with(path, &format!("v:{item}")));
+                                }
+                            }
+                            _ => {
+                                out.insert(path.clone());
+                            }
+                        }
+                    }
+                    _ => walk(v, &child, schemas, path, out),
+                }
+                path.pop();
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+fn with(path: &Path, last: &str) -> Path {
+    let mut p = path.clone();
+    p.push(last.to_string());
+    p
+}
+
+fn item_key(item: &Value, key: &str) -> String {
+    let mut m = Map::new();
+    m.insert(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null));
+    format!("k:{}", Value::Object(m))
+}
+
+/// A field set as upstream's nested `fieldsV1` object.
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut node = &mut root;
+        for el in path {
+            node = node.entry(el.clone()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+        }
+    }
+    Value::Object(root)
+}
+
+pub fn from_fields_v1(v: &Value) -> FieldSet {
+    let mut out = FieldSet::new();
+    fn rec(v: &Value, path: &mut Path, out: &mut FieldSet) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    rec(child, path, out);
+                    path.pop();
+                }
+            }
+            _ => {
+                if !path.is_empty() {
+                    out.insert(path.clone());
+                }
+            }
+        }
+    }
+    rec(v, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The value at a field-set path, if present.
+fn get_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = obj;
+    for el in path {
+        if el == "." {
+            continue;
+        }
+        cur = step(cur, el)?;
+    }
+    Some(cur)
+}
+
+fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
+    if let Some(f) = el.strip_prefix("f:") {
+        return cur.get(f);
+    }
+    if let Some(k) = el.strip_prefix("k:") {
+        let key: Map<String, Value> = serde_json::from_str(k).ok()?;
+        return cur.as_array()?.iter().find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+    }
+    if let Some(v) = el.strip_prefix("v:") {
+        let want: Value = serde_json::from_str(v).ok()?;
+        return cur.as_array()?.iter().find(|i| **i == want);
+    }
+    None
+}
+
+/// Removes the value at a field-set path.
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let path: Vec<&String> = path.iter().filter(|e| *e != ".").collect();
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = obj;
+    for el in parents {
+        let next = if let Some(f) = el.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else if let Some(k) = el.strip_prefix("k:") {
+            let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) else { return };
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv))))
+        } else {
+            None
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(k) = last.strip_prefix("k:") {
+        if let (Ok(key), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
+            a.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+        }
+    } else if let Some(v) = last.strip_prefix("v:") {
+        if let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(v), cur.as_array_mut()) {
+            a.retain(|i| *i != want);
+        }
+    }
+}
+
+/// Removes a dotted path such as `spec.containers[0].foo` (unknown fields).
+pub fn remove_path(obj: &mut Value, dotted: &str) {
+    let mut cur = obj;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (name, indices) = match part.find('[') {
+            Some(p) => (&part[..p], &part[p..]),
+            None => (*part, ""),
+        };
+        let last = i == parts.len() - 1;
+        if last && indices.is_empty() {
+            if let Some(m) = cur.as_object_mut() {
+                m.remove(name);
+            }
+            return;
+        }
+        let Some(next) = cur.get_mut(name) else { return };
+        cur = next;
+        for idx in indices.split(']').filter(|s| !s.is_empty()) {
+            let Ok(n) = idx.trim_start_matches('[').parse::<usize>() else { return };
+            let Some(next) = cur.get_mut(n) else { return };
+            cur = next;
+        }
+    }
+}
+
+fn entries(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn definition_of(obj: &Value) -> Option<&'static str> {
+    let api_version = obj.get("apiVersion")?.as_str()?;
+    let kind = obj.get("kind")?.as_str()?;
+    tug_api::resources::find_kind(api_version, kind).map(|r| r.definition)
+}
+
+fn entry(manager: &str, operation: &str, api_version: &str, set: &FieldSet, subresource: Option<&str>) -> Value {
+    let mut e = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": meta::now_rfc3339(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(set),
+    });
+    if let Some(s) = subresource {
+        e["subresource"] = json!(s);
+    }
+    e
+}
+
+/// Records an Update by `manager`: it takes ownership of every field it
+/// changed (or, on create, set); other managers lose those fields.
+pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, operation: &str) {
+    if operation == "Apply" {
+        return; // record_apply already wrote the entry.
+    }
+    let Some(def) = definition_of(obj) else { return };
+    let new_set = field_set(obj, def);
+    let changed: FieldSet = match old {
+        None => new_set.clone(),
+        Some(o) => new_set.iter().filter(|p| get_at(o, p) != get_at(obj, p)).cloned().collect(),
+    };
+    let mut list = match old {
+        Some(o) => entries(o),
+        None => Vec::new(),
+    };
+    if changed.is_empty() && old.is_some() {
+        meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
+        return;
+    }
+    let mut mine = FieldSet::new();
+    list.retain_mut(|e| {
+        let mut set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
+        let is_mine = e.get("manager").and_then(Value::as_str) == Some(manager) && e.get("operation").and_then(Value::as_str) == Some("Update");
+        if is_mine {
+            mine = set;
+            return false;
+        }
+        set.retain(|p| !changed.contains(p) && get_at(obj, p).is_some());
+        e["fieldsV1"] = to_fields_v1(&set);
+        !set.is_empty()
+    });
+    mine.extend(changed);
+    mine.retain(|p| get_at(obj, p).is_some());
+    list.push(entry(manager, "Update", api_version, &mine, None));
+    meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
+}
+
+/// A field another manager owns with a different value.
+pub struct Conflict {
+    pub manager: String,
+    pub api_version: String,
+    pub path: String,
+}
+
+fn render_path(path: &[String]) -> String {
+    let mut s = String::new();
+    for el in path {
+        if el == "." {
+            continue;
+        }
+        if let Some(f) = el.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(k) = el.strip_prefix("k:") {
+            s.push_str(&format!("[{}]", k.trim_start_matches('{').trim_end_matches('}').replace(':', "=")));
+        } else if let Some(v) = el.strip_prefix("v:") {
+            s.push_str(&format!("[{v}]"));
+        }
+    }
+    s
+}
+
+/// Records an Apply by `manager` of `config`, after checking conflicts with
+/// other managers (which `force` overrides by taking their fields).
+pub fn record_apply(obj: &mut Value, old: Option<&Value>, config: &Value, manager: &str, api_version: &str, force: bool) -> Result<(), Vec<Conflict>> {
+    let Some(def) = definition_of(obj) else { return Ok(()) };
+    let applied = field_set(config, def);
+    let mut list = old.map(entries).unwrap_or_default();
+    let mut conflicts = Vec::new();
+    if let Some(o) = old {
+        for e in &list {
+            let m = e.get("manager").and_then(Value::as_str).unwrap_or("");
+            let op = e.get("operation").and_then(Value::as_str).unwrap_or("");
+            if m == manager && op == "Apply" {
+                continue;
+            }
+            let set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
+            for p in set.intersection(&applied) {
+                if p.last().map(|l| l == ".").unwrap_or(false) {
+                    continue;
+                }
+                if get_at(o, p) != get_at(config, p) {
+                    conflicts.push(Conflict {
+                        manager: m.to_string(),
+                        api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string(),
+                        path: render_path(p),
+                    });
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflicts);
+    }
+    list.retain_mut(|e| {
+        let m = e.get("manager").and_then(Value::as_str).unwrap_or("");
+        let op = e.get("operation").and_then(Value::as_str).unwrap_or("");
+        if m == manager && op == "Apply" {
+            return false;
+        }
+        let mut set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
+        // Applying the same value shares ownership; a forced change takes it.
+        set.retain(|p| !(applied.contains(p) && old.map(|o| get_at(o, p) != get_at(config, p)).unwrap_or(false)));
+        e["fieldsV1"] = to_fields_v1(&set);
+        !set.is_empty()
+    });
+    list.push(entry(manager, "Apply", api_version, &applied, None));
+    meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
+    Ok(())
+}
+
+pub fn conflict_error(rt: &ResourceType, name: &str, conflicts: Vec<Conflict>) -> ApiError {
+    let n = conflicts.len();
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("conflict with \"{}\" using {}: {}", c.manager, c.api_version, c.path))
+        .collect();
+    let message = if n == 1 {
+        format!("Apply failed with 1 conflict: {}", lines[0])
+    } else {
+        format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+    };
+    let mut e = ApiError::conflict(rt.group, rt.plural, name, "");
+    e.message = message;
+    e.causes = conflicts
+        .iter()
+        .map(|c| Cause::new("FieldManagerConflict", &c.path, format!("conflict with \"{}\" using {}", c.manager, c.api_version)))
+        .collect();
+    e
+}
+
+/// The object after applying `config` for `manager`: fields it applied
+/// before and no longer applies are removed (unless another manager owns
+/// them), then `config` is merged in (keyed lists by key, the rest replaced).
+pub fn merge_applied(old: &Value, config: &Value, manager: &str, definition: &str) -> Value {
+    let mut result = old.clone();
+    let new_set = field_set(config, definition);
+    let list = entries(old);
+    let mut previous = FieldSet::new();
+    let mut others = FieldSet::new();
+    for e in &list {
+        let set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
+        if e.get("manager").and_then(Value::as_str) == Some(manager) && e.get("operation").and_then(Value::as_str) == Some("Apply") {
+            previous = set;
+        } else {
+            others.extend(set);
+        }
+    }
+    for p in previous.difference(&new_set) {
+        if !others.contains(p) && !p.last().map(|l| l == ".").unwrap_or(false) {
+            remove_at(&mut result, p);
+        }
+    }
+    // Keyed list elements whose whole entry is no longer applied go too.
+    for p in previous.difference(&new_set) {
+        if p.last().map(|l| l == ".").unwrap_or(false) && !others.iter().any(|o| o.starts_with(&p[..p.len() - 1])) {
+            remove_at(&mut result, &p[..p.len() - 1]);
+        }
+    }
+    let schemas = Schemas::get();
+    let schema = schemas.definition(definition).cloned().unwrap_or(Value::Null);
+    merge_into(&mut result, config, &schema, schemas);
+    result
+}
+
+fn merge_into(target: &mut Value, config: &Value, schema: &Value, schemas: &Schemas) {
+    let (Some(t), Some(c)) = (target.as_object_mut(), config.as_object()) else {
+        *target = config.clone();
+        return;
+    };
+    for (k, v) in c {
+        let child_schema = schemas.property(schema, k).cloned().unwrap_or(Value::Null);
+        match (t.get_mut(k), v) {
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => merge_into(existing, v, &child_schema, schemas),
+            (Some(Value::Array(existing)), Value::Array(items)) => {
+                let strategy = schemas.patch_strategy(schema, k);
+                let item_schema = schemas.resolve(&child_schema).get("items").cloned().unwrap_or(Value::Null);
+                match strategy.merge_key {
+                    Some(key) => {
+                        let mut merged = Vec::new();
+                        for item in items {
+                            let id = item.get(key.as_str());
+                            match existing.iter().position(|e| e.get(key.as_str()) == id) {
+                                Some(i) => {
+                                    let mut e = existing.remove(i);
+                                    merge_into(&mut e, item, &item_schema, schemas);
+                                    merged.push(e);
+                                }
+                                None => merged.push(item.clone()),
+                            }
+                        }
+                        merged.append(existing);
+                        *existing = merged;
+                    }
+                    None if strategy.merge => {
+                        for item in items {
+                            if !existing.contains(item) {
+                                existing.push(item.clone());
+                            }
+                        }
+                    }
+                    None => *existing = items.clone(),
+                }
+            }
+            _ => {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: &str = "io.k8s.api.apps.v1.Deployment";
+
+    fn deploy(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
+               "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn field_sets_use_keys_for_merge_lists() {
+        let set = field_set(&deploy(1, "x"), DEPLOY);
+        let v1 = to_fields_v1(&set);
+        assert!(v1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"].is_object());
+        assert!(v1["f:metadata"].get("f:name").is_none());
+        assert_eq!(from_fields_v1(&v1), set);
+    }
+
+    #[test]
+    fn apply_conflicts_with_other_manager_unless_forced() {
+        let mut live = deploy(1, "x");
+        record_update(&mut live, None, "kubectl-create", "apps/v1", "Update");
+        let config = deploy(3, "x");
+        let mut merged = merge_applied(&live, &config, "kubectl", DEPLOY);
+        let err = record_apply(&mut merged, Some(&live), &config, "kubectl", "apps/v1", false).err().unwrap();
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].path, ".spec.replicas");
+        assert!(record_apply(&mut merged, Some(&live), &config, "kubectl", "apps/v1", true).is_ok());
+        assert_eq!(merged["spec"]["replicas"], 3);
+    }
+
+    #[test]
+    fn reapply_without_a_field_removes_it() {
+        let mut live = deploy(1, "x");
+        let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b", "extra": "1"}}});
+        let mut merged = merge_applied(&live, &config, "mgr", DEPLOY);
+        record_apply(&mut merged, Some(&live), &config, "mgr", "apps/v1", false).ok().unwrap();
+        assert_eq!(merged["metadata"]["labels"]["extra"], "1");
+        live = merged;
+        let config2 = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}}});
+        let merged2 = merge_applied(&live, &config2, "mgr", DEPLOY);
+        assert!(merged2["metadata"]["labels"].get("extra").is_none());
+        assert_eq!(merged2["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn remove_dotted_paths() {
+        let mut v = json!({"spec": {"containers": [{"name": "a", "bogus": 1}]}});
+        remove_path(&mut v, "spec.containers[0].bogus");
+        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
+    }
+}

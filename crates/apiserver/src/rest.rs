@@ -1,0 +1,1311 @@
+//! Generic REST storage: one implementation of create, get, list, update,
+//! patch, delete and the common subresources, driven by the resource table.
+//!
+//! Every write goes decode → admission (defaults, allocations) → validation
+//! → store compare-and-swap. Nothing is written unless all of it passed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+use tug_api::patch::{self, PatchType};
+use tug_api::resources::ResourceType;
+use tug_api::schema::Schemas;
+use tug_api::selectors::{self, FieldSelector, LabelSelector};
+use tug_api::status::Cause;
+use tug_api::{defaults, meta, validation, ApiError};
+use tug_store::{ListOptions, Revision, Store, StoreError};
+
+use crate::alloc::{AllocError, Allocator};
+use crate::cache::WatchCache;
+use crate::fields;
+use crate::request::ResourceRequest;
+
+/// Largest accepted request body, as upstream (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+/// How long a consistent read waits for the watch cache to catch up.
+const CACHE_WAIT: Duration = Duration::from_secs(3);
+/// Conflicting PATCHes are retried this often before giving up.
+const PATCH_RETRIES: usize = 8;
+
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    pub alloc: Allocator,
+}
+
+/// The result of a REST call: status, body and warnings.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub warnings: Vec<String>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply { status: StatusCode::OK, body, warnings: Vec::new() }
+    }
+    fn with(status: StatusCode, body: Value) -> Reply {
+        Reply { status, body, warnings: Vec::new() }
+    }
+}
+
+type Query = HashMap<String, String>;
+
+fn store_err(rt: &ResourceType, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(rt.group, rt.plural, name),
+        StoreError::NotFound(_) => ApiError::not_found(rt.group, rt.plural, name),
+        StoreError::Conflict { .. } => ApiError::stale(rt.group, rt.plural, name),
+        StoreError::Compacted { requested, compacted } => {
+            ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+        }
+        StoreError::FutureRevision(r) => {
+            let mut e = ApiError::timeout(format!("Too large resource version: {r}, current: unknown"));
+            e.retry_after_seconds = Some(1);
+            e
+        }
+        StoreError::Backend(m) => ApiError::internal(m),
+    }
+}
+
+/// Parses a request body as JSON or YAML (by content type, falling back to
+/// sniffing), with the size limit.
+pub fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::too_large("the server has received too large of a request body"));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let is_yaml = ct.ends_with("yaml") || (!ct.ends_with("json") && !body.trim_ascii_start().starts_with(b"{") && !body.trim_ascii_start().starts_with(b"["));
+    if is_yaml {
+        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the request body is not valid UTF-8"))?;
+        serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("json: {e}")))
+    }
+}
+
+/// What a stored object looks like: no resourceVersion (the revision is the version).
+fn encode_for_store(obj: &Value) -> Vec<u8> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o).expect("JSON values serialize")
+}
+
+fn with_revision(mut obj: Value, rev: Revision) -> Value {
+    meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rev.to_string()));
+    obj
+}
+
+fn is_dry_run(q: &Query) -> bool {
+    q.get("dryRun").map(|v| v == "All").unwrap_or(false)
+}
+
+/// Kinds whose `metadata.generation` upstream tracks (spec changes bump it).
+fn tracks_generation(rt: &ResourceType) -> bool {
+    matches!(
+        (rt.group, rt.kind),
+        ("apps", _)
+            | ("batch", _)
+            | ("", "ReplicationController")
+            | ("autoscaling", _)
+            | ("policy", _)
+            | ("networking.k8s.io", "Ingress" | "NetworkPolicy")
+    )
+}
+
+/// Kinds upstream lets PUT create.
+fn allows_create_on_update(rt: &ResourceType) -> bool {
+    matches!((rt.group, rt.kind), ("", "Endpoints" | "Event") | ("events.k8s.io", "Event") | ("coordination.k8s.io", "Lease"))
+}
+
+/// The part of an object that counts as "spec" for generation: everything
+/// but metadata and status.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    o
+}
+
+impl Ctx {
+    pub fn key(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> String {
+        rt.key(ns, name)
+    }
+
+    /// The newest stored version of an object.
+    async fn read(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Result<(Value, Revision), ApiError> {
+        let key = rt.key(ns, name);
+        let kv = self.store.get(&key).await.map_err(|e| store_err(rt, name, e))?;
+        let kv = kv.ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))?;
+        let obj = crate::cache::decode_stored(&kv.value, kv.mod_revision)
+            .ok_or_else(|| ApiError::internal(format!("stored object {key} is not valid JSON")))?;
+        Ok((obj, kv.mod_revision))
+    }
+
+    pub async fn get(&self, rr: &ResourceRequest, name: &str) -> Result<Reply, ApiError> {
+        let (obj, _) = self.read(rr.rt, rr.namespace.as_deref(), name).await?;
+        Ok(Reply::ok(obj))
+    }
+
+    /// Checks that the request's namespace exists and is not being deleted (NamespaceLifecycle).
+    async fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, creating: bool) -> Result<(), ApiError> {
+        let Some(ns) = ns.filter(|_| rt.namespaced) else { return Ok(()) };
+        let key = format!("/registry/namespaces/{ns}");
+        let cached = self.cache.get(&key).await;
+        let ns_obj = match cached {
+            Some(c) => Some(c.object),
+            None => self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_err(rt, ns, e))?
+                .and_then(|kv| crate::cache::decode_stored(&kv.value, kv.mod_revision).map(Arc::new)),
+        };
+        let Some(ns_obj) = ns_obj else {
+            return Err(ApiError::not_found("", "namespaces", ns));
+        };
+        if creating && ns_obj.pointer("/metadata/deletionTimestamp").is_some() {
+            let mut e = ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ));
+            e.kind = "namespaces".into();
+            e.name = ns.into();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Applies `fieldValidation`: unknown fields are an error (Strict), a
+    /// warning (Warn, the default) or ignored; either way they are dropped.
+    fn check_fields(&self, rt: &ResourceType, obj: &mut Value, q: &Query, warnings: &mut Vec<String>) -> Result<(), ApiError> {
+        let unknown = Schemas::get().unknown_fields(rt.definition, obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mode = q.get("fieldValidation").map(String::as_str).unwrap_or("Warn");
+        match mode {
+            "Strict" => {
+                let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))))
+            }
+            "Ignore" | "Warn" => {
+                if mode == "Warn" {
+                    warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+                }
+                for f in &unknown {
+                    fields::remove_path(obj, f);
+                }
+                Ok(())
+            }
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+
+    /// Checks `apiVersion`/`kind` of a body against the URL.
+    fn check_type(&self, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        let Some(m) = obj.as_object_mut() else {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        };
+        let want = rt.api_version();
+        match m.get("apiVersion").and_then(Value::as_str) {
+            Some(v) if v != want => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({want})"
+                )))
+            }
+            _ => {}
+        }
+        match m.get("kind").and_then(Value::as_str) {
+            Some(k) if k != rt.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    rt.kind
+                )))
+            }
+            _ => {}
+        }
+        m.insert("apiVersion".into(), json!(want));
+        m.insert("kind".into(), json!(rt.kind));
+        Ok(())
+    }
+
+    fn check_namespace_field(&self, rt: &ResourceType, obj: &mut Value, ns: Option<&str>) -> Result<(), ApiError> {
+        let m = meta::metadata_mut(obj);
+        if !rt.namespaced {
+            m.remove("namespace");
+            return Ok(());
+        }
+        let ns = ns.ok_or_else(|| ApiError::bad_request("a namespace is required for this resource"))?;
+        match m.get("namespace").and_then(Value::as_str) {
+            Some(body_ns) if !body_ns.is_empty() && body_ns != ns => Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )),
+            _ => {
+                m.insert("namespace".into(), json!(ns));
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn create(&self, rr: &ResourceRequest, body: Value, q: &Query, manager: &str) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let mut obj = body;
+        let mut warnings = Vec::new();
+        self.check_type(rt, &mut obj)?;
+        self.check_fields(rt, &mut obj, q, &mut warnings)?;
+        self.check_namespace_field(rt, &mut obj, rr.namespace.as_deref())?;
+        {
+            let m = meta::metadata_mut(&mut obj);
+            let has_name = m.get("name").and_then(Value::as_str).map(|s| !s.is_empty()).unwrap_or(false);
+            if !has_name {
+                if let Some(prefix) = m.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                    let n = meta::generate_name(prefix);
+                    m.insert("name".into(), json!(n));
+                }
+            }
+        }
+        let name = meta::name(&obj).to_string();
+        if rt.kind != "Namespace" {
+            self.check_namespace(rt, rr.namespace.as_deref(), true).await?;
+        }
+        {
+            let m = meta::metadata_mut(&mut obj);
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("selfLink");
+            if tracks_generation(rt) {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
+        }
+        if rt.has_status() && !matches!(rt.kind, "Namespace" | "PersistentVolume" | "PersistentVolumeClaim" | "Node" | "Service") {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        admit_create(rt, &mut obj);
+        defaults::apply_defaults(rt.group, rt.kind, &mut obj);
+        validation::validate(rt, &obj)?;
+        let allocated = self.allocate_service(rt, &mut obj, None).await?;
+        fields::record_update(&mut obj, None, manager, &rt.api_version(), "Update");
+        if is_dry_run(q) {
+            self.release_allocations(&allocated).await;
+            return Ok(Reply { status: StatusCode::CREATED, body: obj, warnings });
+        }
+        let key = rt.key(rr.namespace.as_deref(), &name);
+        match self.store.create(&key, encode_for_store(&obj)).await {
+            Ok(rev) => Ok(Reply { status: StatusCode::CREATED, body: with_revision(obj, rev), warnings }),
+            Err(e) => {
+                self.release_allocations(&allocated).await;
+                Err(store_err(rt, &name, e))
+            }
+        }
+    }
+
+    /// Allocates cluster IP and node ports for a Service being created or
+    /// changed; returns what was newly claimed so a failed write can return it.
+    async fn allocate_service(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<Vec<Allocation>, ApiError> {
+        if !(rt.group.is_empty() && rt.kind == "Service") {
+            return Ok(Vec::new());
+        }
+        let name = meta::name(obj).to_string();
+        let owner = format!("{}/{}", meta::namespace(obj).unwrap_or(""), name);
+        let mut claimed = Vec::new();
+        let svc_type = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(String::from);
+        let requested = obj.pointer("/spec/clusterIP").and_then(Value::as_str).map(String::from);
+        let result: Result<(), ApiError> = async {
+            if svc_type != "ExternalName" {
+                match (&old_ip, requested.as_deref()) {
+                    (Some(old), None | Some("")) => {
+                        obj["spec"]["clusterIP"] = json!(old);
+                    }
+                    (Some(old), Some(new)) if old != new => {
+                        return Err(ApiError::invalid(rt.group, rt.kind, &name, vec![Cause::invalid("spec.clusterIPs[0]", &json!(new), "may not change once set")]));
+                    }
+                    (Some(_), Some(_)) => {}
+                    (None, Some("None")) => {}
+                    (None, req) => {
+                        let ip = self
+                            .alloc
+                            .allocate_ip(req.filter(|s| !s.is_empty()), &owner)
+                            .await
+                            .map_err(|e| alloc_err(rt, &name, "spec.clusterIPs", req.unwrap_or(""), e))?;
+                        claimed.push(Allocation::Ip(ip.clone()));
+                        obj["spec"]["clusterIP"] = json!(ip);
+                    }
+                }
+                if let Some(ip) = obj.pointer("/spec/clusterIP").cloned() {
+                    obj["spec"]["clusterIPs"] = json!([ip]);
+                }
+            }
+            if svc_type == "NodePort" || svc_type == "LoadBalancer" {
+                let old_ports: Vec<(i64, String, i64)> = old
+                    .and_then(|o| o.pointer("/spec/ports"))
+                    .and_then(Value::as_array)
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| {
+                                (
+                                    p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                                    p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string(),
+                                    p.get("nodePort").and_then(Value::as_i64).unwrap_or(0),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+                    for (i, p) in ports.iter_mut().enumerate() {
+                        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string();
+                        let want = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0);
+                        let previous = old_ports.iter().find(|(op, opr, np)| *op == port && *opr == proto && *np != 0).map(|x| x.2);
+                        let np = match (want, previous) {
+                            (None, Some(prev)) => prev,
+                            (Some(w), Some(prev)) if w == prev => prev,
+                            (w, _) => {
+                                let got = self
+                                    .alloc
+                                    .allocate_port(w.map(|x| x as u16), &owner)
+                                    .await
+                                    .map_err(|e| alloc_err(rt, &name, &format!("spec.ports[{i}].nodePort"), &w.unwrap_or(0).to_string(), e))?;
+                                claimed.push(Allocation::Port(got));
+                                got as i64
+                            }
+                        };
+                        p["nodePort"] = json!(np);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(claimed),
+            Err(e) => {
+                self.release_allocations(&claimed).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn release_allocations(&self, allocations: &[Allocation]) {
+        for a in allocations {
+            match a {
+                Allocation::Ip(ip) => self.alloc.release_ip(ip).await,
+                Allocation::Port(p) => self.alloc.release_port(*p).await,
+            }
+        }
+    }
+
+    /// Returns a deleted Service's IP and ports to the pool.
+    async fn release_service(&self, rt: &ResourceType, obj: &Value) {
+        if !(rt.group.is_empty() && rt.kind == "Service") {
+            return;
+        }
+        if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str).filter(|ip| *ip != "None" && !ip.is_empty()) {
+            self.alloc.release_ip(ip).await;
+        }
+        if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
+            for p in ports {
+                if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
+                    self.alloc.release_port(np as u16).await;
+                }
+            }
+        }
+    }
+
+    /// PUT of the main resource or the `status` subresource.
+    pub async fn update(&self, rr: &ResourceRequest, name: &str, body: Value, q: &Query, manager: &str) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let mut obj = body;
+        let mut warnings = Vec::new();
+        self.check_type(rt, &mut obj)?;
+        self.check_fields(rt, &mut obj, q, &mut warnings)?;
+        self.check_namespace_field(rt, &mut obj, rr.namespace.as_deref())?;
+        match meta::meta_str(&obj, "name") {
+            Some(n) if n == name => {}
+            Some(n) if !n.is_empty() => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )))
+            }
+            _ => {
+                meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
+            }
+        }
+        let expected: Option<Revision> = match meta::resource_version(&obj) {
+            None | Some("") => None,
+            Some(rv) => Some(rv.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+            })?),
+        };
+        let current = match self.read(rt, rr.namespace.as_deref(), name).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 && allows_create_on_update(rt) && rr.subresource.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        let Some((old, old_rev)) = current else {
+            return self.create(rr, obj, q, manager).await;
+        };
+        if let Some(exp) = expected {
+            if exp != old_rev {
+                return Err(ApiError::stale(rt.group, rt.plural, name));
+            }
+        }
+        let reply = self
+            .write_update(rr, name, old, old_rev, obj, q, manager, "Update")
+            .await?;
+        Ok(Reply { warnings: [warnings, reply.warnings].concat(), ..reply })
+    }
+
+    /// Turns a proposed new object into a stored one: keeps what the client
+    /// may not change, applies the subresource split, defaults, validates,
+    /// and writes with compare-and-swap against `old_rev`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update(
+        &self,
+        rr: &ResourceRequest,
+        name: &str,
+        old: Value,
+        old_rev: Revision,
+        mut obj: Value,
+        q: &Query,
+        manager: &str,
+        operation: &str,
+    ) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let sub = rr.subresource.as_deref();
+        // Status split: the main resource can't change status; `status` can change only status.
+        match sub {
+            Some("status") => {
+                let new_status = obj.get("status").cloned();
+                let mut merged = old.clone();
+                match new_status {
+                    Some(s) => merged["status"] = s,
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                // Labels, annotations and finalizers may still change through status updates.
+                merged["metadata"] = old["metadata"].clone();
+                obj = merged;
+            }
+            Some("finalize") if rt.kind == "Namespace" => {
+                let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                let mut merged = old.clone();
+                merged["spec"]["finalizers"] = finalizers;
+                obj = merged;
+            }
+            _ => {
+                if rt.has_status() {
+                    match old.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = obj.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Server-owned metadata.
+        {
+            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+            let m = meta::metadata_mut(&mut obj);
+            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+                match old_meta.get(f) {
+                    Some(v) => {
+                        m.insert(f.into(), v.clone());
+                    }
+                    None => {
+                        m.remove(f);
+                    }
+                }
+            }
+            m.insert("name".into(), json!(name));
+            if !m.contains_key("managedFields") {
+                if let Some(mf) = old_meta.get("managedFields") {
+                    m.insert("managedFields".into(), mf.clone());
+                }
+            }
+        }
+        defaults::apply_defaults(rt.group, rt.kind, &mut obj);
+        if rt.kind == "Namespace" {
+            // Namespace status is owned by the server: phase follows deletion.
+            obj["status"] = old.get("status").cloned().unwrap_or(json!({"phase": "Active"}));
+            if sub == Some("status") {
+                if let Some(s) = obj.get("status").cloned() {
+                    obj["status"] = s;
+                }
+            }
+        }
+        validation::validate(rt, &obj)?;
+        check_immutable(rt, &old, &obj)?;
+        if tracks_generation(rt) && spec_part(&old) != spec_part(&obj) {
+            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
+        }
+        let allocated = self.allocate_service(rt, &mut obj, Some(&old)).await?;
+        fields::record_update(&mut obj, Some(&old), manager, &rt.api_version(), operation);
+        // A no-op write changes nothing, not even the resourceVersion.
+        let mut old_cmp = old.clone();
+        let mut new_cmp = obj.clone();
+        for o in [&mut old_cmp, &mut new_cmp] {
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+                m.remove("managedFields");
+            }
+        }
+        if old_cmp == new_cmp {
+            self.release_allocations(&allocated).await;
+            return Ok(Reply::ok(old));
+        }
+        if is_dry_run(q) {
+            self.release_allocations(&allocated).await;
+            return Ok(Reply::ok(with_revision(obj, old_rev)));
+        }
+        let key = rt.key(rr.namespace.as_deref(), name);
+        // The last finalizer removed from an object being deleted deletes it.
+        if obj.pointer("/metadata/deletionTimestamp").is_some() && meta::finalizers(&obj).is_empty() && !(rt.kind == "Namespace" && has_spec_finalizers(&obj)) {
+            let is_pending_pod = rt.kind == "Pod" && rt.group.is_empty() && pod_needs_kubelet(&obj);
+            if !is_pending_pod {
+                return match self.store.delete(&key, Some(old_rev)).await {
+                    Ok((rev, _)) => {
+                        self.release_service(rt, &obj).await;
+                        Ok(Reply::ok(with_revision(obj, rev)))
+                    }
+                    Err(e) => Err(store_err(rt, name, e)),
+                };
+            }
+        }
+        match self.store.update(&key, encode_for_store(&obj), old_rev).await {
+            Ok(rev) => Ok(Reply::ok(with_revision(obj, rev))),
+            Err(e) => {
+                self.release_allocations(&allocated).await;
+                Err(store_err(rt, name, e))
+            }
+        }
+    }
+
+    /// PATCH of the main resource or a subresource; retried on conflicts
+    /// unless the patch itself names a resourceVersion.
+    pub async fn patch(
+        &self,
+        rr: &ResourceRequest,
+        name: &str,
+        patch_type: PatchType,
+        body: &Bytes,
+        q: &Query,
+        manager: &str,
+    ) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let patch_doc = match patch_type {
+            PatchType::Apply => decode_body(body, "application/yaml")?,
+            _ => decode_body(body, "application/json")?,
+        };
+        if patch_type == PatchType::Apply {
+            return self.apply(rr, name, patch_doc, q, manager).await;
+        }
+        let mut last_err = None;
+        for _ in 0..PATCH_RETRIES {
+            let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
+            let base = if rr.subresource.as_deref() == Some("scale") { scale_of(rt, &old) } else { old.clone() };
+            let patched = match patch_type {
+                PatchType::Json => patch::apply_json_patch(&base, &patch_doc),
+                PatchType::Merge => patch::apply_merge_patch(&base, &patch_doc),
+                PatchType::Strategic => {
+                    let def = if rr.subresource.as_deref() == Some("scale") { "io.k8s.api.autoscaling.v1.Scale" } else { rt.definition };
+                    patch::strategic::apply(&base, &patch_doc, def)
+                }
+                PatchType::Apply => unreachable!("handled above"),
+            };
+            let patched = patched.map_err(|e| {
+                let mut err = ApiError::invalid(rt.group, rt.kind, name, vec![]);
+                err.message = e.clone();
+                if patch_type == PatchType::Json { err } else { ApiError::bad_request(e) }
+            })?;
+            let mut new = patched;
+            let precondition = meta::resource_version(&new).map(String::from);
+            if let Some(rv) = &precondition {
+                if rv != &old_rev.to_string() {
+                    return Err(ApiError::stale(rt.group, rt.plural, name));
+                }
+            }
+            if rr.subresource.as_deref() == Some("scale") {
+                new = apply_scale(rt, &old, &new)?;
+            }
+            let mut warnings = Vec::new();
+            self.check_fields(rt, &mut new, q, &mut warnings)?;
+            meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(old_rev.to_string()));
+            match self.write_update(rr, name, old, old_rev, new, q, manager, "Update").await {
+                Ok(mut r) => {
+                    if rr.subresource.as_deref() == Some("scale") {
+                        r.body = scale_of(rt, &r.body);
+                    }
+                    r.warnings.extend(warnings);
+                    return Ok(r);
+                }
+                Err(e) if e.code == 409 && e.reason == "Conflict" && precondition.is_none() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ApiError::stale(rt.group, rt.plural, name)))
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`).
+    async fn apply(&self, rr: &ResourceRequest, name: &str, config: Value, q: &Query, manager: &str) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        if q.get("fieldManager").map(|s| s.is_empty()).unwrap_or(true) {
+            return Err(ApiError::bad_request("PATCH request for server-side apply must specify a field manager (fieldManager query parameter)"));
+        }
+        let force = q.get("force").map(|v| v == "true").unwrap_or(false);
+        let mut config = config;
+        self.check_type(rt, &mut config)?;
+        if meta::meta_str(&config, "name").map(|n| n != name).unwrap_or(true) {
+            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta::name(&config))));
+        }
+        let mut warnings = Vec::new();
+        self.check_fields(rt, &mut config, q, &mut warnings)?;
+        for _ in 0..PATCH_RETRIES {
+            let current = match self.read(rt, rr.namespace.as_deref(), name).await {
+                Ok(c) => Some(c),
+                Err(e) if e.code == 404 => None,
+                Err(e) => return Err(e),
+            };
+            let Some((old, old_rev)) = current else {
+                let mut obj = config.clone();
+                fields::record_apply(&mut obj, None, &config, manager, &rt.api_version(), force)
+                    .map_err(|conflicts| fields::conflict_error(rt, name, conflicts))?;
+                let mut r = self.create(rr, obj, q, manager).await?;
+                r.warnings.extend(warnings);
+                return Ok(r);
+            };
+            let mut merged = fields::merge_applied(&old, &config, manager, rt.definition);
+            fields::record_apply(&mut merged, Some(&old), &config, manager, &rt.api_version(), force)
+                .map_err(|conflicts| fields::conflict_error(rt, name, conflicts))?;
+            match self.write_update(rr, name, old, old_rev, merged, q, manager, "Apply").await {
+                Ok(mut r) => {
+                    r.warnings.extend(warnings);
+                    return Ok(r);
+                }
+                Err(e) if e.code == 409 && e.reason == "Conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::stale(rt.group, rt.plural, name))
+    }
+
+    pub async fn get_scale(&self, rr: &ResourceRequest, name: &str) -> Result<Reply, ApiError> {
+        let (obj, _) = self.read(rr.rt, rr.namespace.as_deref(), name).await?;
+        Ok(Reply::ok(scale_of(rr.rt, &obj)))
+    }
+
+    pub async fn put_scale(&self, rr: &ResourceRequest, name: &str, body: Value, q: &Query, manager: &str) -> Result<Reply, ApiError> {
+        let (old, old_rev) = self.read(rr.rt, rr.namespace.as_deref(), name).await?;
+        if let Some(rv) = meta::resource_version(&body).filter(|r| !r.is_empty()) {
+            if rv != old_rev.to_string() {
+                return Err(ApiError::stale(rr.rt.group, rr.rt.plural, name));
+            }
+        }
+        let new = apply_scale(rr.rt, &old, &body)?;
+        let mut r = self.write_update(rr, name, old, old_rev, new, q, manager, "Update").await?;
+        r.body = scale_of(rr.rt, &r.body);
+        Ok(r)
+    }
+
+    /// DELETE of one object, with grace periods, preconditions, finalizers
+    /// and propagation policy.
+    pub async fn delete(&self, rr: &ResourceRequest, name: &str, options: &Value, q: &Query) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let grace_param: Option<i64> = q
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+        let propagation = q
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| options.get("propagationPolicy").and_then(Value::as_str).map(String::from))
+            .or_else(|| options.get("orphanDependents").and_then(Value::as_bool).map(|o| if o { "Orphan".into() } else { "Background".into() }));
+        let dry_run = is_dry_run(q) || options.get("dryRun").and_then(Value::as_array).map(|a| a.iter().any(|v| v == "All")).unwrap_or(false);
+        for _ in 0..PATCH_RETRIES {
+            let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
+            if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+                if old.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                    return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+                    )));
+                }
+            }
+            if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+                if rv != old_rev.to_string() {
+                    return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
+                    )));
+                }
+            }
+            let mut new = old.clone();
+            let mut finalizers = meta::finalizers(&old);
+            match propagation.as_deref() {
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
+                Some("Orphan" | "Foreground" | "Background") | None => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(rt.group, rt.kind, name, vec![Cause::not_supported("propagationPolicy", &json!(other), &["Foreground", "Background", "Orphan"])]));
+                }
+            }
+            let grace = if rt.group.is_empty() && rt.kind == "Pod" {
+                let spec_grace = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                let g = grace_param.unwrap_or(spec_grace).max(0);
+                if pod_needs_kubelet(&old) { g } else { 0 }
+            } else {
+                0
+            };
+            let namespace_pending = rt.kind == "Namespace" && has_spec_finalizers(&old);
+            if finalizers.is_empty() && grace == 0 && !namespace_pending {
+                if dry_run {
+                    return Ok(Reply::ok(old));
+                }
+                let key = rt.key(rr.namespace.as_deref(), name);
+                return match self.store.delete(&key, Some(old_rev)).await {
+                    Ok((rev, _)) => {
+                        self.release_service(rt, &old).await;
+                        Ok(Reply::ok(with_revision(old, rev)))
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => Err(store_err(rt, name, e)),
+                };
+            }
+            // Graceful or finalized deletion: mark, and let the owner finish.
+            {
+                let m = meta::metadata_mut(&mut new);
+                let existing_grace = m.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+                if m.get("deletionTimestamp").is_none() || existing_grace.map(|e| grace < e).unwrap_or(false) {
+                    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                    m.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                }
+                if !finalizers.is_empty() {
+                    m.insert("finalizers".into(), json!(finalizers));
+                }
+            }
+            if rt.kind == "Namespace" {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            if new == old {
+                return Ok(Reply::with(StatusCode::ACCEPTED, old));
+            }
+            if dry_run {
+                return Ok(Reply::with(StatusCode::ACCEPTED, new));
+            }
+            let key = rt.key(rr.namespace.as_deref(), name);
+            return match self.store.update(&key, encode_for_store(&new), old_rev).await {
+                Ok(rev) => Ok(Reply::with(StatusCode::ACCEPTED, with_revision(new, rev))),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => Err(store_err(rt, name, e)),
+            };
+        }
+        Err(ApiError::stale(rt.group, rt.plural, name))
+    }
+
+    /// DELETE of a collection: every matching object, one by one.
+    pub async fn delete_collection(&self, rr: &ResourceRequest, options: &Value, q: &Query) -> Result<Reply, ApiError> {
+        let listed = self.list_objects(rr, q).await?;
+        let mut deleted = Vec::new();
+        for obj in listed.0 {
+            let name = meta::name(&obj).to_string();
+            let scoped = ResourceRequest { rt: rr.rt, namespace: meta::namespace(&obj).map(String::from), name: Some(name.clone()), subresource: None };
+            match self.delete(&scoped, &name, options, q).await {
+                Ok(r) => deleted.push(r.body),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Reply::ok(self.list_body(rr.rt, deleted.into_iter().map(Arc::new).collect(), self.cache.revision(), None, None)))
+    }
+
+    /// POST pods/{name}/binding: assigns a node, once.
+    pub async fn bind(&self, rr: &ResourceRequest, name: &str, body: Value) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+        if node.is_empty() {
+            return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
+        }
+        for _ in 0..PATCH_RETRIES {
+            let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            }
+            let mut new = old.clone();
+            new["spec"]["nodeName"] = json!(node);
+            set_condition(&mut new, "PodScheduled", "True", None);
+            let key = rt.key(rr.namespace.as_deref(), name);
+            match self.store.update(&key, encode_for_store(&new), old_rev).await {
+                Ok(_) => {
+                    return Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status()));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_err(rt, name, e)),
+            }
+        }
+        Err(ApiError::stale(rt.group, rt.plural, name))
+    }
+
+    /// POST pods/{name}/eviction: a delete that respects PodDisruptionBudgets.
+    pub async fn evict(&self, rr: &ResourceRequest, name: &str, body: Value, q: &Query) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
+        let (pod, _) = self.read(rt, rr.namespace.as_deref(), name).await?;
+        let ns = rr.namespace.clone().unwrap_or_default();
+        let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        if !terminal {
+            let (pdbs, _) = self.cache.list(&format!("/registry/poddisruptionbudgets/{ns}/")).await;
+            for pdb in pdbs {
+                let Some(sel) = pdb.pointer("/spec/selector") else { continue };
+                let Ok(sel) = LabelSelector::from_label_selector_json(sel) else { continue };
+                if sel.matches(meta::labels(&pod)) {
+                    let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
+                    if allowed <= 0 {
+                        let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+                        e.causes = vec![Cause::new("DisruptionBudget", "", format!(
+                            "The disruption budget {} needs {} healthy pods and has {} currently",
+                            meta::name(&pdb),
+                            pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
+                            pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
+                        ))];
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let options = body.get("deleteOptions").cloned().unwrap_or(json!({}));
+        self.delete(rr, name, &options, q).await?;
+        Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status()))
+    }
+
+    /// LIST: objects matching the request's namespace and selectors.
+    pub async fn list(&self, rr: &ResourceRequest, q: &Query) -> Result<Reply, ApiError> {
+        let (items, rev, cont, remaining) = self.list_page(rr, q).await?;
+        Ok(Reply::ok(self.list_body(rr.rt, items, rev, cont, remaining)))
+    }
+
+    fn list_body(&self, rt: &ResourceType, items: Vec<Arc<Value>>, rev: Revision, cont: Option<String>, remaining: Option<i64>) -> Value {
+        let mut metadata = json!({"resourceVersion": rev.to_string()});
+        if let Some(c) = cont {
+            metadata["continue"] = json!(c);
+        }
+        if let Some(r) = remaining {
+            metadata["remainingItemCount"] = json!(r);
+        }
+        let items: Vec<Value> = items.into_iter().map(Arc::unwrap_or_clone).collect();
+        json!({
+            "kind": format!("{}List", rt.kind),
+            "apiVersion": rt.api_version(),
+            "metadata": metadata,
+            "items": items,
+        })
+    }
+
+    async fn list_objects(&self, rr: &ResourceRequest, q: &Query) -> Result<(Vec<Arc<Value>>, Revision), ApiError> {
+        let mut all = Query::new();
+        for k in ["labelSelector", "fieldSelector"] {
+            if let Some(v) = q.get(k) {
+                all.insert(k.into(), v.clone());
+            }
+        }
+        let (items, rev, _, _) = self.list_page(rr, &all).await?;
+        Ok((items, rev))
+    }
+
+    /// One page of a LIST, following upstream's resourceVersion rules:
+    /// unset = consistent read (the cache waits until it has the store's
+    /// newest revision); `0` = whatever the cache has; `N` = not older than N
+    /// (or exactly N with `resourceVersionMatch=Exact`, read from the store);
+    /// `limit` with a consistent read, and `continue`, page through the store.
+    async fn list_page(&self, rr: &ResourceRequest, q: &Query) -> Result<(Vec<Arc<Value>>, Revision, Option<String>, Option<i64>), ApiError> {
+        let rt = rr.rt;
+        let filter = Filter::from_query(rt, q)?;
+        let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+        let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+        let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or("");
+        let prefix = match (&rr.namespace, rt.namespaced) {
+            (Some(ns), true) => format!("{}{}/", rt.key_prefix(), ns),
+            _ => rt.key_prefix(),
+        };
+        if let Some(token) = q.get("continue").filter(|c| !c.is_empty()) {
+            let (start_after, rev) = decode_continue(token)?;
+            return self.list_from_store(rt, &prefix, &filter, limit, Some(start_after), Some(rev)).await;
+        }
+        match (rv, rv_match) {
+            (_, m) if !m.is_empty() && !matches!(m, "Exact" | "NotOlderThan") => {
+                Err(ApiError::bad_request(format!("resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\"")))
+            }
+            ("", m) if !m.is_empty() => Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")),
+            (rv, "Exact") => {
+                let r: Revision = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+                self.list_from_store(rt, &prefix, &filter, limit, None, Some(r)).await
+            }
+            ("", _) if limit.is_some() => self.list_from_store(rt, &prefix, &filter, limit, None, None).await,
+            _ => {
+                let wanted: Revision = match rv {
+                    "" => self.store.current_revision().await.map_err(|e| store_err(rt, "", e))?,
+                    "0" => 0,
+                    other => other.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {other:?}")))?,
+                };
+                if wanted > self.cache.revision() && !self.cache.wait_for(wanted, CACHE_WAIT).await {
+                    let mut e = ApiError::timeout(format!("Too large resource version: {wanted}, current: {}", self.cache.revision()));
+                    e.retry_after_seconds = Some(1);
+                    return Err(e);
+                }
+                let node = filter.node_name();
+                let (items, rev) = match (rt.kind, node) {
+                    ("Pod", Some(n)) if rt.group.is_empty() => self.cache.pods_on_node(&prefix, &n).await,
+                    _ => self.cache.list(&prefix).await,
+                };
+                let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
+                Ok((items, rev, None, None))
+            }
+        }
+    }
+
+    async fn list_from_store(
+        &self,
+        rt: &ResourceType,
+        prefix: &str,
+        filter: &Filter,
+        limit: Option<usize>,
+        start_after: Option<String>,
+        revision: Option<Revision>,
+    ) -> Result<(Vec<Arc<Value>>, Revision, Option<String>, Option<i64>), ApiError> {
+        let mut out = Vec::new();
+        let mut start = start_after;
+        let mut rev = revision;
+        loop {
+            let want = limit.map(|l| l - out.len());
+            let page = self
+                .store
+                .list(prefix, ListOptions { revision: rev, limit: want.map(|w| w.max(1)), start_after: start.clone() })
+                .await
+                .map_err(|e| store_err(rt, "", e))?;
+            rev = Some(page.revision);
+            let mut last_key = None;
+            for kv in &page.items {
+                last_key = Some(kv.key.clone());
+                if let Some(obj) = crate::cache::decode_stored(&kv.value, kv.mod_revision) {
+                    if filter.matches(&obj) {
+                        out.push(Arc::new(obj));
+                    }
+                }
+            }
+            let full = limit.map(|l| out.len() >= l).unwrap_or(false);
+            if !page.more {
+                return Ok((out, page.revision, None, None));
+            }
+            if full {
+                let token = encode_continue(last_key.as_deref().unwrap_or(""), page.revision);
+                return Ok((out, page.revision, Some(token), None));
+            }
+            start = last_key;
+        }
+    }
+}
+
+fn has_spec_finalizers(obj: &Value) -> bool {
+    obj.pointer("/spec/finalizers").and_then(Value::as_array).map(|a| !a.is_empty()).unwrap_or(false)
+}
+
+/// A pod that a kubelet must stop before it can go: bound and not finished.
+fn pod_needs_kubelet(pod: &Value) -> bool {
+    let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).map(|s| !s.is_empty()).unwrap_or(false);
+    let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    bound && !terminal
+}
+
+#[derive(Debug)]
+enum Allocation {
+    Ip(String),
+    Port(u16),
+}
+
+fn alloc_err(rt: &ResourceType, name: &str, field: &str, value: &str, e: AllocError) -> ApiError {
+    match e {
+        AllocError::Store(s) => store_err(rt, name, s),
+        other => ApiError::invalid(rt.group, rt.kind, name, vec![Cause::invalid(field, &json!(value), &other.to_string())]),
+    }
+}
+
+/// Admission on create: the mutations upstream's default admission plugins make.
+fn admit_create(rt: &ResourceType, obj: &mut Value) {
+    if !(rt.group.is_empty() && rt.kind == "Pod") {
+        return;
+    }
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    // ServiceAccount admission.
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(sa));
+    spec.insert("serviceAccount".into(), json!(sa));
+    // Priority admission.
+    if spec.get("priority").is_none() {
+        spec.insert("priority".into(), json!(0));
+    }
+    spec.entry("enableServiceLinks").or_insert(json!(true));
+    spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
+    // DefaultTolerationSeconds admission.
+    let tolerations = spec.entry("tolerations").or_insert(json!([]));
+    if let Some(list) = tolerations.as_array_mut() {
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            let present = list.iter().any(|t| t.get("key").and_then(Value::as_str) == Some(key) || (t.get("key").is_none() && t.get("operator") == Some(&json!("Exists"))));
+            if !present {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+/// Upstream's QoS class of a pod spec.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|f| spec.get(*f).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.map(|r| !r.is_empty()).unwrap_or(false) || limits.map(|l| !l.is_empty()).unwrap_or(false) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+pub fn set_condition(obj: &mut Value, ctype: &str, status: &str, reason: Option<&str>) {
+    let now = meta::now_rfc3339();
+    if !obj.get("status").map(Value::is_object).unwrap_or(false) {
+        obj["status"] = json!({});
+    }
+    let conds = obj["status"].as_object_mut().expect("object").entry("conditions").or_insert(json!([]));
+    let Some(list) = conds.as_array_mut() else { return };
+    let mut cond = json!({"type": ctype, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        cond["reason"] = json!(r);
+    }
+    match list.iter_mut().find(|c| c.get("type") == Some(&json!(ctype))) {
+        Some(existing) => *existing = cond,
+        None => list.push(cond),
+    }
+}
+
+/// Fields upstream forbids changing after creation.
+fn check_immutable(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let name = meta::name(new);
+    let immutable = |path: &str, field: &str| -> Result<(), ApiError> {
+        let (o, n) = (old.pointer(path), new.pointer(path));
+        if o.is_some() && o != n {
+            return Err(ApiError::invalid(rt.group, rt.kind, name, vec![Cause::invalid(field, n.unwrap_or(&Value::Null), "field is immutable")]));
+        }
+        Ok(())
+    };
+    match (rt.group, rt.kind) {
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => immutable("/spec/selector", "spec.selector")?,
+        ("batch", "Job") => immutable("/spec/selector", "spec.selector")?,
+        ("", "Pod") => {
+            // Only images, activeDeadlineSeconds and added tolerations may change.
+            let strip = |v: &Value| {
+                let mut s = v.get("spec").cloned().unwrap_or(Value::Null);
+                for f in ["containers", "initContainers"] {
+                    if let Some(list) = s.get_mut(f).and_then(Value::as_array_mut) {
+                        for c in list {
+                            if let Some(m) = c.as_object_mut() {
+                                m.remove("image");
+                            }
+                        }
+                    }
+                }
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    m.remove("nodeName");
+                }
+                s
+            };
+            if strip(old) != strip(new) {
+                return Err(ApiError::invalid(rt.group, rt.kind, name, vec![Cause::forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                )]));
+            }
+            let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let new_node = new.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            if !old_node.is_empty() && old_node != new_node {
+                return Err(ApiError::invalid(rt.group, rt.kind, name, vec![Cause::invalid("spec.nodeName", &json!(new_node), "field is immutable")]));
+            }
+        }
+        ("", "ConfigMap" | "Secret") => {
+            if old.get("immutable") == Some(&json!(true)) {
+                for f in ["/data", "/binaryData"] {
+                    immutable(f, &f[1..])?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The `autoscaling/v1` Scale of a scalable object.
+pub fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+    let selector = match obj.pointer("/spec/selector") {
+        Some(sel) if rt.kind == "ReplicationController" => {
+            let s = sel.as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")).unwrap_or_default();
+            s
+        }
+        Some(sel) => LabelSelector::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default(),
+        None => String::new(),
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj.pointer("/metadata/name"),
+            "namespace": obj.pointer("/metadata/namespace"),
+            "uid": obj.pointer("/metadata/uid"),
+            "resourceVersion": obj.pointer("/metadata/resourceVersion"),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+/// The object with `spec.replicas` taken from a Scale.
+fn apply_scale(rt: &ResourceType, old: &Value, scale: &Value) -> Result<Value, ApiError> {
+    let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+    if replicas < 0 {
+        return Err(ApiError::invalid("autoscaling", "Scale", meta::name(old), vec![Cause::invalid("spec.replicas", &json!(replicas), "must be greater than or equal to 0")]));
+    }
+    let _ = rt;
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    Ok(new)
+}
+
+fn encode_continue(key: &str, rev: Revision) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid: invalid continue token");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    Ok((start.to_string(), rev))
+}
+
+/// Label and field selectors of a LIST or WATCH.
+pub struct Filter {
+    kind: &'static str,
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+}
+
+impl Filter {
+    pub fn from_query(rt: &ResourceType, q: &Query) -> Result<Filter, ApiError> {
+        let labels = match q.get("labelSelector").filter(|s| !s.is_empty()) {
+            Some(s) => Some(LabelSelector::parse(s).map_err(ApiError::bad_request)?),
+            None => None,
+        };
+        let fields = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let f = FieldSelector::parse(s).map_err(ApiError::bad_request)?;
+                f.check_supported(rt.kind).map_err(ApiError::bad_request)?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(Filter { kind: rt.kind, labels, fields })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        if let Some(l) = &self.labels {
+            if !l.matches(meta::labels(obj)) {
+                return false;
+            }
+        }
+        if let Some(f) = &self.fields {
+            if !f.matches(|field| selectors::field_value(self.kind, obj, field)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `spec.nodeName=X` when the field selector pins one node (the kubelet's query).
+    pub fn node_name(&self) -> Option<String> {
+        self.fields.as_ref()?.requires_exact_match("spec.nodeName").map(String::from)
+    }
+}
+
+pub fn field_manager(q: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    // Upstream derives the manager from the user agent's program name.
+    headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}

@@ -1,0 +1,171 @@
+//! WATCH: a stream of `{"type": ..., "object": ...}` lines served from the
+//! watch cache, with upstream's resourceVersion semantics, bookmarks,
+//! `sendInitialEvents`, `timeoutSeconds`, and 410 Gone as an ERROR event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tug_api::resources::ResourceType;
+use tug_api::ApiError;
+
+use crate::cache::{CacheEvent, WatchCache, WatchEventType};
+use crate::output::Output;
+use crate::rest::Filter;
+
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+/// Upstream ends watches after a random 30-60 minutes; so do we, at most.
+const MAX_TIMEOUT: Duration = Duration::from_secs(1800);
+
+pub struct WatchRequest {
+    pub rt: &'static ResourceType,
+    pub prefix: String,
+    pub filter: Filter,
+    pub output: Output,
+    pub resource_version: String,
+    pub bookmarks: bool,
+    pub send_initial_events: bool,
+    pub timeout: Duration,
+}
+
+impl WatchRequest {
+    pub fn from_query(rt: &'static ResourceType, prefix: String, q: &HashMap<String, String>, output: Output) -> Result<WatchRequest, ApiError> {
+        let filter = Filter::from_query(rt, q)?;
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(MAX_TIMEOUT)
+            .min(MAX_TIMEOUT);
+        let send_initial_events = q.get("sendInitialEvents").map(|v| v == "true").unwrap_or(false);
+        if send_initial_events && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+            return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", vec![tug_api::status::Cause::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )]));
+        }
+        Ok(WatchRequest {
+            rt,
+            prefix,
+            filter,
+            output,
+            resource_version: q.get("resourceVersion").cloned().unwrap_or_default(),
+            bookmarks: q.get("allowWatchBookmarks").map(|v| v == "true").unwrap_or(false),
+            send_initial_events,
+            timeout,
+        })
+    }
+}
+
+fn frame(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The bytes of a watch response.
+pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>>, ApiError> {
+    let rv = req.resource_version.clone();
+    let (initial, start_rev, mut rx, replay) = if rv.is_empty() || rv == "0" || req.send_initial_events {
+        let (objs, rev, rx) = cache.snapshot_and_subscribe(&req.prefix).await;
+        let objs: Vec<Arc<Value>> = objs.into_iter().filter(|o| req.filter.matches(o)).collect();
+        // A watch from "now" without initial events skips the snapshot.
+        let objs = if !rv.is_empty() && rv != "0" && !req.send_initial_events { Vec::new() } else { objs };
+        (objs, rev, rx, Vec::new())
+    } else {
+        let from: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        match cache.watch_from(from).await {
+            Ok((replay, rx)) => (Vec::new(), from, rx, replay),
+            Err(oldest) => {
+                // Upstream answers an expired watch with 200 and an ERROR event.
+                let status = ApiError::gone(format!("too old resource version: {from} ({oldest})")).to_status();
+                let s = async_stream_once(frame("ERROR", &status));
+                return Ok(futures::future::Either::Left(s));
+            }
+        }
+    };
+    let s = async_stream::stream! {
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut last_rev = start_rev;
+        for obj in &initial {
+            yield Ok(frame("ADDED", &req.output.watch_object(req.rt, obj)));
+        }
+        if req.send_initial_events {
+            let mut bookmark = json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(),
+                "metadata": {"resourceVersion": start_rev.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if req.output.is_table() { bookmark = req.output.watch_object(req.rt, &bookmark); }
+            yield Ok(frame("BOOKMARK", &bookmark));
+        }
+        for ev in replay {
+            if let Some((t, obj)) = filter_event(&req, &ev) {
+                last_rev = ev.revision;
+                yield Ok(frame(t, &req.output.watch_object(req.rt, &obj)));
+            }
+        }
+        let mut bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
+        loop {
+            let next = tokio::select! {
+                r = rx.recv() => Some(r),
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(bookmark_at) => None,
+            };
+            match next {
+                None => {
+                    bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
+                    if req.bookmarks {
+                        last_rev = last_rev.max(cache.revision());
+                        let b = json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(), "metadata": {"resourceVersion": last_rev.to_string()}});
+                        yield Ok(frame("BOOKMARK", &b));
+                    }
+                }
+                Some(Ok(ev)) => {
+                    if ev.revision <= last_rev {
+                        continue;
+                    }
+                    if !ev.key.starts_with(&req.prefix) {
+                        continue;
+                    }
+                    last_rev = ev.revision;
+                    if let Some((t, obj)) = filter_event(&req, &ev) {
+                        yield Ok(frame(t, &req.output.watch_object(req.rt, &obj)));
+                    }
+                }
+                Some(Err(RecvError::Lagged(_))) => {
+                    let status = ApiError::gone("watch fell behind; restart the watch").to_status();
+                    yield Ok(frame("ERROR", &status));
+                    break;
+                }
+                Some(Err(RecvError::Closed)) => break,
+            }
+        }
+    };
+    Ok(futures::future::Either::Right(s))
+}
+
+fn async_stream_once(b: Bytes) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::once(async move { Ok(b) })
+}
+
+/// The event as this watcher sees it: selectors turn updates that cross the
+/// selector boundary into ADDED or DELETED, as upstream does.
+fn filter_event(req: &WatchRequest, ev: &CacheEvent) -> Option<(&'static str, Arc<Value>)> {
+    if !ev.key.starts_with(&req.prefix) {
+        return None;
+    }
+    let now = req.filter.matches(&ev.object);
+    let before = ev.prev.as_ref().map(|p| req.filter.matches(p)).unwrap_or(false);
+    match ev.kind {
+        WatchEventType::Added => now.then(|| ("ADDED", ev.object.clone())),
+        WatchEventType::Deleted => (now || before).then(|| ("DELETED", ev.object.clone())),
+        WatchEventType::Modified => match (before, now) {
+            (true, true) => Some(("MODIFIED", ev.object.clone())),
+            (false, true) => Some(("ADDED", ev.object.clone())),
+            (true, false) => Some(("DELETED", ev.object.clone())),
+            (false, false) => None,
+        },
+    }
+}

@@ -1,0 +1,430 @@
+//! Cluster PKI for Tugboat.
+//!
+//! One self-signed CA (`tugboat-ca`) is the root of trust for the whole
+//! cluster: it signs the API server's serving certificate (so clients pinning
+//! the CA can verify the server) and client certificates whose subject carries
+//! the Kubernetes identity (CN = user, O = groups), exactly as kube-apiserver's
+//! x509 authenticator reads them. Everything lives as PEM files in one
+//! directory and is created on first start and reused afterwards, so issued
+//! kubeconfigs and kubelet certificates stay valid across restarts.
+
+mod kubeconfig;
+mod sans;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::certificate::X509Certificate;
+
+pub use kubeconfig::{render_kubeconfig, write_kubeconfig};
+pub use sans::ServingSans;
+
+/// The CA outlives any leaf; replacing it invalidates every issued credential.
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// Leaf certificates last a year, like k3s/kubeadm, and are renewed on start.
+const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// A leaf found on start that expires sooner than this is reissued (k3s: 90 days).
+const RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+/// `notBefore` is backdated so hosts with slightly slow clocks accept new certs.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+pub const CA_COMMON_NAME: &str = "tugboat-ca";
+pub const ADMIN_USER: &str = "system:admin";
+pub const ADMIN_GROUP: &str = "system:masters";
+
+/// The Kubernetes identity carried by a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// Reads the identity from a DER client certificate like kube-apiserver does:
+/// subject CN is the user name, every subject O is a group. Returns `None`
+/// for unparsable certificates or an empty CN (Kubernetes treats those as
+/// unauthenticated). Does NOT verify the certificate: only call it on certs
+/// the TLS layer has already verified against the CA.
+pub fn identity_from_cert(der: &[u8]) -> Option<PeerIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    // Go's pkix.Name keeps the last CN when several are present.
+    let user = subject
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok())
+        .last()?;
+    if user.is_empty() {
+        return None;
+    }
+    let groups = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    Some(PeerIdentity {
+        user: user.to_string(),
+        groups,
+    })
+}
+
+/// The ring provider; aws-lc-rs is deliberately not used anywhere in Tugboat.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone)]
+struct CertPair {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// The cluster CA plus the API server's serving and admin client credentials,
+/// backed by files in one directory.
+pub struct ClusterPki {
+    dir: PathBuf,
+    ca_cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    serving: CertPair,
+    admin: CertPair,
+    server_config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for ClusterPki {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterPki {
+    /// Loads the PKI from `dir`, creating whatever is missing.
+    ///
+    /// Files: `ca.crt`, `ca.key`, `serving.crt`, `serving.key`, `admin.crt`,
+    /// `admin.key` (keys mode 0600). The CA is created only if `ca.crt` is
+    /// absent; if `ca.crt` exists but its key is missing or does not match,
+    /// this fails rather than silently replacing the root of trust. Leaf
+    /// certificates are reissued when unreadable, not matching their key,
+    /// expiring within 90 days, issued by a CA created in this call, or (for
+    /// the serving certificate) not covering all of `sans`.
+    pub fn load_or_create(dir: &Path, sans: &ServingSans) -> anyhow::Result<ClusterPki> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = |name: &str| dir.join(name);
+
+        let (ca_cert_pem, ca_key, new_ca) = if path("ca.crt").exists() {
+            let cert = read(&path("ca.crt"))?;
+            let key = read(&path("ca.key")).context("ca.crt exists but ca.key does not")?;
+            let key = KeyPair::from_pem(&key).context("parsing ca.key")?;
+            let der = first_cert_der(&cert).context("parsing ca.crt")?;
+            let (_, x509) = x509_parser::parse_x509_certificate(&der).context("parsing ca.crt")?;
+            if !key_matches(&x509, &key) {
+                bail!(
+                    "{} does not match {}",
+                    path("ca.key").display(),
+                    path("ca.crt").display()
+                );
+            }
+            (cert, key, false)
+        } else {
+            let key = KeyPair::generate()?;
+            let cert = ca_params().self_signed(&key)?.pem();
+            kubeconfig::write_private(&path("ca.key"), key.serialize_pem().as_bytes())?;
+            kubeconfig::write_atomic(&path("ca.crt"), cert.as_bytes(), 0o644)?;
+            (cert, key, true)
+        };
+        // Rebuild the issuer from the certificate on disk so issued certs carry
+        // its exact subject and key identifier.
+        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("loading CA issuer")?;
+
+        let serving = load_or_issue(
+            dir,
+            "serving",
+            new_ca,
+            |c| sans.covered_by(c),
+            || issue(&issuer, serving_params(sans)?),
+        )?;
+        let admin = load_or_issue(
+            dir,
+            "admin",
+            new_ca,
+            |_| true,
+            || issue(&issuer, client_params(ADMIN_USER, &[ADMIN_GROUP])?),
+        )?;
+
+        let server_config = build_server_config(&ca_cert_pem, &serving)?;
+        Ok(ClusterPki {
+            dir: dir.to_path_buf(),
+            ca_cert_pem,
+            issuer,
+            serving,
+            admin,
+            server_config,
+        })
+    }
+
+    /// Issues a client certificate (CN = user, O = groups) signed by the CA,
+    /// e.g. for kubelets (`system:node:<name>`, `system:nodes`) or controllers.
+    /// Returns `(cert_pem, key_pem)`; nothing is written to disk.
+    ///
+    /// At most one organization is supported: rcgen 0.14 keeps a single value
+    /// per subject attribute type, and a silently dropped group would be worse
+    /// than an error.
+    pub fn issue_client_cert(&self, cn: &str, orgs: &[&str]) -> anyhow::Result<(String, String)> {
+        let p = issue(&self.issuer, client_params(cn, orgs)?)?;
+        Ok((p.cert_pem, p.key_pem))
+    }
+
+    /// Issues a serving certificate for `sans` signed by the CA (e.g. for a
+    /// kubelet's HTTPS endpoint). Returns `(cert_pem, key_pem)`.
+    pub fn issue_serving_cert(&self, sans: &ServingSans) -> anyhow::Result<(String, String)> {
+        let p = issue(&self.issuer, serving_params(sans)?)?;
+        Ok((p.cert_pem, p.key_pem))
+    }
+
+    /// TLS config for the API server: ring provider, ALPN `h2` then
+    /// `http/1.1`, and optional client-certificate auth against the CA.
+    /// Anonymous clients may connect (health endpoints must work without
+    /// credentials; everything else answers 401 at the HTTP layer), but a
+    /// presented certificate that does not chain to the CA fails the handshake.
+    /// Use [`identity_from_cert`] on the verified peer certificate.
+    pub fn server_tls_config(&self) -> Arc<ServerConfig> {
+        self.server_config.clone()
+    }
+
+    /// TLS config for an in-process client of the API server (controllers,
+    /// tests): trusts only the cluster CA and presents `client` (cert PEM,
+    /// key PEM) if given.
+    pub fn client_tls_config(
+        &self,
+        client: Option<(&str, &str)>,
+    ) -> anyhow::Result<Arc<ClientConfig>> {
+        let builder = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(root_store(&self.ca_cert_pem)?);
+        let mut config = match client {
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(cert_chain(cert)?, private_key(key)?)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A kubeconfig for `system:admin` that kubectl can use as-is.
+    pub fn admin_kubeconfig(&self, server_url: &str, cluster_name: &str) -> String {
+        render_kubeconfig(
+            server_url,
+            cluster_name,
+            &self.ca_cert_pem,
+            &self.admin.cert_pem,
+            &self.admin.key_pem,
+        )
+    }
+
+    /// The directory holding the PKI files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+    pub fn serving_cert_pem(&self) -> &str {
+        &self.serving.cert_pem
+    }
+    pub fn serving_key_pem(&self) -> &str {
+        &self.serving.key_pem
+    }
+    pub fn admin_cert_pem(&self) -> &str {
+        &self.admin.cert_pem
+    }
+    pub fn admin_key_pem(&self) -> &str {
+        &self.admin.key_pem
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn first_cert_der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
+    cert_chain(pem)?
+        .into_iter()
+        .next()
+        .context("no certificate in PEM")
+}
+
+fn cert_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("parsing certificate PEM")?;
+    if certs.is_empty() {
+        bail!("no certificate in PEM");
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).context("parsing private key PEM")
+}
+
+fn root_store(ca_pem: &str) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in cert_chain(ca_pem)? {
+        roots.add(cert).context("adding CA to root store")?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn build_server_config(ca_pem: &str, serving: &CertPair) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = crypto_provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(root_store(ca_pem)?, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .context("building client certificate verifier")?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            cert_chain(&serving.cert_pem)?,
+            private_key(&serving.key_pem)?,
+        )
+        .context("loading serving certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Sets validity to [now - skew, now + `lifetime`].
+fn set_validity(p: &mut CertificateParams, lifetime: Duration) {
+    let now = SystemTime::now();
+    p.not_before = (now - CLOCK_SKEW).into();
+    p.not_after = (now + lifetime).into();
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut p, CA_VALIDITY);
+    p
+}
+
+fn leaf_params(
+    mut p: CertificateParams,
+    cn: &str,
+    eku: ExtendedKeyUsagePurpose,
+) -> CertificateParams {
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::ExplicitNoCa;
+    // ECDSA keys only sign; key encipherment would be meaningless.
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // rustls' client verifier requires clientAuth; Go clients require serverAuth.
+    p.extended_key_usages = vec![eku];
+    p.use_authority_key_identifier_extension = true;
+    set_validity(&mut p, LEAF_VALIDITY);
+    p
+}
+
+fn client_params(cn: &str, orgs: &[&str]) -> anyhow::Result<CertificateParams> {
+    if cn.is_empty() {
+        bail!("client certificate needs a common name (the user name)");
+    }
+    if orgs.len() > 1 {
+        bail!("at most one organization (group) per client certificate is supported, got {orgs:?}");
+    }
+    let mut p = leaf_params(
+        CertificateParams::default(),
+        cn,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    if let Some(org) = orgs.first() {
+        p.distinguished_name.push(DnType::OrganizationName, *org);
+    }
+    Ok(p)
+}
+
+fn serving_params(sans: &ServingSans) -> anyhow::Result<CertificateParams> {
+    let p =
+        CertificateParams::new(sans.to_strings()).context("invalid subject alternative name")?;
+    let cn = sans
+        .dns_names
+        .first()
+        .map(String::as_str)
+        .unwrap_or("tugboat");
+    Ok(leaf_params(p, cn, ExtendedKeyUsagePurpose::ServerAuth))
+}
+
+/// Generates a fresh key and signs `params` with the CA.
+fn issue(issuer: &Issuer<'_, KeyPair>, params: CertificateParams) -> anyhow::Result<CertPair> {
+    let key = KeyPair::generate()?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .context("signing certificate")?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Reuses `<name>.crt`/`<name>.key` if still good, otherwise issues and writes new ones.
+fn load_or_issue(
+    dir: &Path,
+    name: &str,
+    new_ca: bool,
+    accept: impl Fn(&X509Certificate<'_>) -> bool,
+    issue: impl FnOnce() -> anyhow::Result<CertPair>,
+) -> anyhow::Result<CertPair> {
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    if !new_ca && let Some(pair) = load_leaf(&crt, &key, accept) {
+        return Ok(pair);
+    }
+    let pair = issue()?;
+    kubeconfig::write_private(&key, pair.key_pem.as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
+    kubeconfig::write_atomic(&crt, pair.cert_pem.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", crt.display()))?;
+    Ok(pair)
+}
+
+fn load_leaf(
+    crt: &Path,
+    key: &Path,
+    accept: impl Fn(&X509Certificate<'_>) -> bool,
+) -> Option<CertPair> {
+    let cert_pem = std::fs::read_to_string(crt).ok()?;
+    let key_pem = std::fs::read_to_string(key).ok()?;
+    let der = first_cert_der(&cert_pem).ok()?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let keypair = KeyPair::from_pem(&key_pem).ok()?;
+    let renew_at = SystemTime::now() + RENEW_BEFORE;
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(x509.validity().not_after.timestamp()).ok()?);
+    let good = key_matches(&x509, &keypair) && not_after > renew_at && accept(&x509);
+    good.then_some(CertPair { cert_pem, key_pem })
+}
+
+fn key_matches(cert: &X509Certificate<'_>, key: &KeyPair) -> bool {
+    cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+}
