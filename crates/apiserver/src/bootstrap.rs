@@ -26,6 +26,9 @@ pub async fn ensure_builtin_objects(ctx: &Ctx) -> anyhow::Result<()> {
     }
     let services = resources::find("", "v1", "services").expect("services are served");
     let rr = ResourceRequest { rt: services, namespace: Some("default".into()), name: None, subresource: None };
+    if ctx.get(&rr, "kubernetes").await.is_ok() {
+        return Ok(());
+    }
     let svc = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},

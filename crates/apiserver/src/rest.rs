@@ -575,7 +575,14 @@ impl Ctx {
         for o in [&mut old_cmp, &mut new_cmp] {
             if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
-                m.remove("managedFields");
+                // Ownership changes count, timestamps alone do not.
+                if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+                    for e in entries {
+                        if let Some(e) = e.as_object_mut() {
+                            e.remove("time");
+                        }
+                    }
+                }
             }
         }
         if old_cmp == new_cmp {

@@ -7,7 +7,8 @@
 //!
 //! Two backends implement it: [`sqlite::SqliteStore`] (embedded, the default)
 //! and [`etcd::EtcdStore`] (a real etcd cluster). The conformance suite in
-//! `tests/conformance.rs` runs against both.
+//! `tests/conformance.rs` runs against both. [`open`] picks one from a
+//! configured endpoint, and [`spawn_compactor`] keeps history bounded.
 
 use std::path::Path;
 use std::pin::Pin;

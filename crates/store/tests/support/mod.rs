@@ -215,6 +215,8 @@ impl Drop for EtcdServer {
 pub fn shared_etcd() -> &'static EtcdServer {
     static SHARED: OnceLock<EtcdServer> = OnceLock::new();
     SHARED.get_or_init(|| {
+        // Fail on a missing binary before creating a directory nobody removes.
+        etcd_binary();
         let dir = tempfile::Builder::new()
             .prefix("tug-etcd-shared-")
             .tempdir()
