@@ -133,7 +133,11 @@ fn from_cargo_metadata(manifest_dir: &Path) -> Result<PathBuf, String> {
     candidates
         .iter()
         .rev()
-        .find(|m| m.parent().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().starts_with(K8S_PB_PREFIX)))
+        .find(|m| {
+            m.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n.to_string_lossy().starts_with(K8S_PB_PREFIX))
+        })
         .or(candidates.last())
         .map(|m| m.parent().unwrap().join("src"))
         .ok_or_else(|| "no k8s-pb package in the dependency graph".to_string())
@@ -163,20 +167,27 @@ fn from_registry() -> Result<PathBuf, String> {
     let mut found = Vec::new();
     for index in fs::read_dir(&registry).map_err(|e| format!("{}: {e}", registry.display()))? {
         let Ok(index) = index else { continue };
-        let Ok(entries) = fs::read_dir(index.path()) else { continue };
+        let Ok(entries) = fs::read_dir(index.path()) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(K8S_PB_PREFIX) && entry.path().join("src").join("lib.rs").is_file() {
+            if name.starts_with(K8S_PB_PREFIX) && entry.path().join("src").join("lib.rs").is_file()
+            {
                 found.push(entry.path().join("src"));
             }
         }
     }
     found.sort();
-    found.pop().ok_or_else(|| format!("no {K8S_PB_PREFIX}* under {}", registry.display()))
+    found
+        .pop()
+        .ok_or_else(|| format!("no {K8S_PB_PREFIX}* under {}", registry.display()))
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -222,7 +233,9 @@ fn parse_file(module: &str, text: &str, parsed: &mut Parsed) {
         if let Some(rest) = line.strip_prefix("pub struct ") {
             let trimmed = rest.trim_end();
             if let Some(name) = trimmed.strip_suffix("{}") {
-                parsed.messages.insert(format!("{module}.{}", name.trim()), Vec::new());
+                parsed
+                    .messages
+                    .insert(format!("{module}.{}", name.trim()), Vec::new());
                 i += 1;
                 continue;
             }
@@ -263,7 +276,9 @@ fn parse_file(module: &str, text: &str, parsed: &mut Parsed) {
                     let mut decl = String::new();
                     while i < lines.len() {
                         decl.push_str(lines[i].trim());
-                        if lines[i].trim_end().ends_with(',') {
+                        let open = decl.matches('<').count();
+                        let close = decl.matches('>').count();
+                        if open == close && lines[i].trim_end().ends_with(',') {
                             break;
                         }
                         decl.push(' ');
@@ -380,7 +395,11 @@ fn parse_field(module: &str, attr: &str, decl: &str, doc_word: &str) -> Option<R
         if v == "message" {
             field.ty = "message".into();
             // BTreeMap<String, Value>: the value type follows the first comma.
-            let value = ty_expr.split_once(',')?.1.trim().trim_end_matches('>').trim();
+            let value = ty_expr
+                .split_once(',')?
+                .1
+                .trim_end_matches(|c: char| c == '>' || c == ',' || c.is_whitespace())
+                .trim();
             field.message = Some(resolve_path(module, value));
         } else if let Some(e) = v.strip_prefix("enumeration") {
             let _ = e;
@@ -408,7 +427,10 @@ fn innermost_type(expr: &str) -> &str {
         let outer = &e[..open];
         if outer.ends_with("Option") || outer.ends_with("Vec") || outer.ends_with("Box") {
             e = e[open + 1..].trim();
-            e = e.strip_suffix('>').unwrap_or(e).trim();
+            e = e.strip_suffix('>').unwrap_or(e);
+            e = e
+                .trim_end_matches(|c: char| c == ',' || c.is_whitespace())
+                .trim();
         } else {
             return e;
         }
@@ -418,7 +440,11 @@ fn innermost_type(expr: &str) -> &str {
 /// Resolves a Rust path as written in `module` to a dotted full path.
 fn resolve_path(module: &str, rust_path: &str) -> String {
     let mut base: Vec<&str> = module.split('.').filter(|s| !s.is_empty()).collect();
-    let segments: Vec<&str> = rust_path.trim().trim_start_matches("::").split("::").collect();
+    let segments: Vec<&str> = rust_path
+        .trim()
+        .trim_start_matches("::")
+        .split("::")
+        .collect();
     let mut rest = &segments[..];
     if rest.first() == Some(&"crate") {
         base.clear();
@@ -474,7 +500,13 @@ fn generate(parsed: &Parsed) -> String {
             let ty = if f.ty == "message" {
                 match f.message.as_deref().and_then(|m| index.get(m)) {
                     Some(i) => format!("Ty::Message({i})"),
-                    None => "Ty::Unknown".to_string(),
+                    None => {
+                        println!(
+                            "cargo:warning=k8s-pb: {path}.{}: unresolved message type {:?}; the field is skipped",
+                            f.name, f.message
+                        );
+                        "Ty::Unknown".to_string()
+                    }
                 }
             } else {
                 scalar_variant(&f.ty).to_string()

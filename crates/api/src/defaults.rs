@@ -39,6 +39,17 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
         ("", "Secret") => {
             if let Some(m) = obj.as_object_mut() {
                 set_default(m, "type", json!("Opaque"));
+                // `stringData` is write-only: it is merged into `data` (base64) and dropped.
+                if let Some(Value::Object(string_data)) = m.remove("stringData") {
+                    use base64::Engine;
+                    let data = m.entry("data").or_insert_with(|| json!({}));
+                    if let Some(data) = data.as_object_mut() {
+                        for (k, v) in string_data {
+                            let raw = v.as_str().unwrap_or_default();
+                            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+                        }
+                    }
+                }
             }
         }
         ("", "PersistentVolume") => {

@@ -78,6 +78,11 @@ pub fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> 
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large("the server has received too large of a request body"));
     }
+    let base = content_type.split(';').next().unwrap_or("").trim();
+    if base.eq_ignore_ascii_case(tug_api::protobuf::CONTENT_TYPE) {
+        return tug_api::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("unable to decode protobuf body: {e}")));
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }

@@ -41,8 +41,8 @@ use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
 use names::{Registry, Special};
-use table::{Label, Ty, MESSAGES};
-use wire::{Reader, FIXED32, FIXED64, LEN, VARINT};
+use table::{Label, MESSAGES, Ty};
+use wire::{FIXED32, FIXED64, LEN, Reader, VARINT};
 
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -61,12 +61,15 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
 }
 
 fn decode_depth(body: &[u8], depth: usize) -> Result<Value, String> {
-    let rest = body
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| "the body does not start with the Kubernetes protobuf prefix \"k8s\\0\"".to_string())?;
+    let rest = body.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
+        "the body does not start with the Kubernetes protobuf prefix \"k8s\\0\"".to_string()
+    })?;
     let envelope = Envelope::parse(rest)?;
     if !envelope.content_encoding.is_empty() {
-        return Err(format!("unsupported content encoding {:?}", envelope.content_encoding));
+        return Err(format!(
+            "unsupported content encoding {:?}",
+            envelope.content_encoding
+        ));
     }
     let media = envelope.content_type.split(';').next().unwrap_or("").trim();
     let value = match media {
@@ -78,19 +81,30 @@ fn decode_depth(body: &[u8], depth: usize) -> Result<Value, String> {
             let idx = registry
                 .message_for_kind(&envelope.api_version, &envelope.kind)
                 .ok_or_else(|| {
-                    format!("no protobuf message is known for {} {}", envelope.api_version, envelope.kind)
+                    format!(
+                        "no protobuf message is known for {} {}",
+                        envelope.api_version, envelope.kind
+                    )
                 })?;
             Decoder { registry }.message(idx, envelope.raw, depth)?
         }
-        "application/json" => serde_json::from_slice(envelope.raw).map_err(|e| format!("embedded JSON: {e}"))?,
+        "application/json" => {
+            serde_json::from_slice(envelope.raw).map_err(|e| format!("embedded JSON: {e}"))?
+        }
         other => return Err(format!("unsupported embedded content type {other:?}")),
     };
     let Value::Object(fields) = value else {
-        return Err(format!("{} {} does not decode to an object", envelope.api_version, envelope.kind));
+        return Err(format!(
+            "{} {} does not decode to an object",
+            envelope.api_version, envelope.kind
+        ));
     };
     let mut obj = Map::new();
     if !envelope.api_version.is_empty() || !fields.contains_key("apiVersion") {
-        obj.insert("apiVersion".into(), Value::String(envelope.api_version.clone()));
+        obj.insert(
+            "apiVersion".into(),
+            Value::String(envelope.api_version.clone()),
+        );
     }
     if !envelope.kind.is_empty() || !fields.contains_key("kind") {
         obj.insert("kind".into(), Value::String(envelope.kind.clone()));
@@ -189,8 +203,13 @@ impl Decoder {
             Special::None | Special::RawJson => {}
             Special::Time | Special::MicroTime => {
                 let seconds = as_i64(&take(1));
-                let nanos = if special == Special::MicroTime { as_i64(&take(2)) } else { 0 };
-                return format_time(seconds, nanos, special == Special::MicroTime).map(Value::String);
+                let nanos = if special == Special::MicroTime {
+                    as_i64(&take(2))
+                } else {
+                    0
+                };
+                return format_time(seconds, nanos, special == Special::MicroTime)
+                    .map(Value::String);
             }
             Special::Duration => return Ok(Value::String(go_duration(as_i64(&take(1))))),
             Special::Quantity => {
@@ -218,22 +237,22 @@ impl Decoder {
                 });
             }
             Special::SchemaOrArray | Special::SchemaOrBool | Special::SchemaOrStringArray => {
-                let (schema, other) = if special == Special::SchemaOrBool {
-                    let allows = take(1);
-                    (take(2), allows)
+                // OrBool: {1: allows, 2: schema}; the others: {1: schema, 2: list}.
+                let schema_tag = if special == Special::SchemaOrBool {
+                    2
                 } else {
-                    (take(1), take(2))
+                    1
                 };
-                if let Slot::Many(items) = &other {
-                    if !items.is_empty() {
-                        return Ok(Value::Array(items.clone()));
-                    }
+                let schema = take(schema_tag);
+                let other = take(3 - schema_tag);
+                if let Slot::Many(items) = &other
+                    && !items.is_empty()
+                {
+                    return Ok(Value::Array(items.clone()));
                 }
-                if let Slot::Message(parts) = schema {
-                    let f = &msg.fields[msg.field_index(if special == Special::SchemaOrBool { 2 } else { 1 }).unwrap()];
-                    if let Ty::Message(child) = f.ty {
-                        return self.message(child, &concat(&parts), depth + 1);
-                    }
+                let schema_ty = msg.field_index(schema_tag).map(|i| msg.fields[i].ty);
+                if let (Slot::Message(parts), Some(Ty::Message(child))) = (schema, schema_ty) {
+                    return self.message(child, &concat(&parts), depth + 1);
                 }
                 return Ok(match (special, other) {
                     (Special::SchemaOrBool, Slot::One(Value::Bool(b))) => Value::Bool(b),
@@ -263,13 +282,11 @@ impl Decoder {
                     _ => continue,
                 },
             };
-            if info.inline {
-                if let Value::Object(inner) = value {
-                    for (k, v) in inner {
-                        obj.insert(k, v);
-                    }
-                    continue;
-                }
+            if info.inline
+                && let Value::Object(inner) = value
+            {
+                obj.extend(inner);
+                continue;
             }
             obj.insert(info.json.clone(), value);
         }
@@ -284,7 +301,8 @@ impl Decoder {
         while !r.done() {
             let (tag, wt) = r.key().map_err(|e| format!("{}: {e}", msg.name()))?;
             let Some(i) = msg.field_index(tag) else {
-                r.skip(tag, wt).map_err(|e| format!("{}: field {tag}: {e}", msg.name()))?;
+                r.skip(tag, wt)
+                    .map_err(|e| format!("{}: field {tag}: {e}", msg.name()))?;
                 continue;
             };
             let field = &msg.fields[i];
@@ -330,7 +348,9 @@ impl Decoder {
                 Label::Map(key_ty) => {
                     expect_wire(wt, LEN).map_err(ctx)?;
                     let entry = r.bytes().map_err(ctx)?;
-                    let (k, v) = self.map_entry(key_ty, field.ty, entry, depth).map_err(ctx)?;
+                    let (k, v) = self
+                        .map_entry(key_ty, field.ty, entry, depth)
+                        .map_err(ctx)?;
                     match &mut slots[i] {
                         Slot::Map(m) => {
                             m.insert(k, v);
@@ -347,7 +367,13 @@ impl Decoder {
         Ok(slots)
     }
 
-    fn map_entry(&self, key_ty: Ty, value_ty: Ty, entry: &[u8], depth: usize) -> Result<(String, Value), String> {
+    fn map_entry(
+        &self,
+        key_ty: Ty,
+        value_ty: Ty,
+        entry: &[u8],
+        depth: usize,
+    ) -> Result<(String, Value), String> {
         let mut key = None;
         let mut value = None;
         let mut value_parts: Vec<&[u8]> = Vec::new();
@@ -403,10 +429,13 @@ fn element_wire(ty: Ty) -> u8 {
 }
 
 fn scalar(ty: Ty, wt: u8, r: &mut Reader) -> Result<Value, String> {
-    expect_wire(wt, match ty {
-        Ty::String | Ty::Bytes | Ty::Message(_) | Ty::Unknown => LEN,
-        other => element_wire(other),
-    })?;
+    expect_wire(
+        wt,
+        match ty {
+            Ty::String | Ty::Bytes | Ty::Message(_) | Ty::Unknown => LEN,
+            other => element_wire(other),
+        },
+    )?;
     Ok(match ty {
         Ty::String => Value::String(lossy(r.bytes()?)),
         Ty::Bytes => Value::String(base64::engine::general_purpose::STANDARD.encode(r.bytes()?)),
@@ -434,7 +463,9 @@ fn scalar(ty: Ty, wt: u8, r: &mut Reader) -> Result<Value, String> {
 }
 
 fn float(f: f64) -> Value {
-    Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 fn zero(ty: Ty) -> Value {
@@ -479,7 +510,8 @@ fn raw_json(buf: &[u8], depth: usize) -> Result<Value, String> {
 /// `metav1.Time` as upstream writes it in JSON (seconds precision, UTC), or
 /// `MicroTime` (six fractional digits).
 fn format_time(seconds: i64, nanos: i64, micro: bool) -> Result<String, String> {
-    let ts = jiff::Timestamp::from_second(seconds).map_err(|e| format!("timestamp out of range: {e}"))?;
+    let ts = jiff::Timestamp::from_second(seconds)
+        .map_err(|e| format!("timestamp out of range: {e}"))?;
     let base = ts.strftime("%Y-%m-%dT%H:%M:%S").to_string();
     if micro {
         let micros = nanos.clamp(0, 999_999_999) / 1000;

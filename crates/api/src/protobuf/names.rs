@@ -17,7 +17,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
 
-use super::table::{Label, Ty, MESSAGES, RESOURCES as PB_RESOURCES};
+use super::table::{Label, MESSAGES, RESOURCES as PB_RESOURCES, Ty};
 use crate::resources::RESOURCES;
 
 /// Messages whose JSON form is not an object of their fields.
@@ -84,7 +84,10 @@ static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 /// Lower-case alphanumerics only: how names are compared across spellings.
 pub(super) fn norm(s: &str) -> String {
-    s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    s.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// The OpenAPI definition name of a k8s-pb message path, normalized.
@@ -126,19 +129,23 @@ impl Registry {
 
         let mut fields: Vec<Vec<FieldInfo>> = Vec::with_capacity(MESSAGES.len());
         let mut props_of: Vec<Option<&Map<String, Value>>> = Vec::with_capacity(MESSAGES.len());
+        let mut required_of: Vec<Vec<&str>> = Vec::with_capacity(MESSAGES.len());
         let mut special = Vec::with_capacity(MESSAGES.len());
         let mut by_path = HashMap::new();
         for (i, msg) in MESSAGES.iter().enumerate() {
             by_path.insert(norm(msg.path), i);
             special.push(special_of(msg.path));
             let def = defs_by_norm.get(&norm_definition(msg.path)).copied();
-            let props = def.and_then(|d| d.get("properties")).and_then(Value::as_object);
+            let props = def
+                .and_then(|d| d.get("properties"))
+                .and_then(Value::as_object);
             let required: Vec<&str> = def
                 .and_then(|d| d.get("required"))
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             props_of.push(props);
+            required_of.push(required.clone());
             let norm_msg = norm(msg.path);
             let infos = msg
                 .fields
@@ -147,19 +154,23 @@ impl Registry {
                     let key = norm(f.name);
                     let json = props
                         .and_then(|p| p.keys().find(|k| norm(k) == key).cloned())
+                        .or_else(|| global.get(&key).cloned().flatten())
                         .or_else(|| {
                             let doc = f.doc_word;
                             (doc.starts_with(|c: char| c.is_ascii_lowercase()) && norm(doc) == key)
                                 .then(|| doc.to_string())
                         })
-                        .or_else(|| global.get(&key).cloned().flatten())
                         .unwrap_or_else(|| lower_camel(f.name));
                     let keep_zero = required.contains(&json.as_str())
                         || keep.contains(&(norm_msg.clone(), json.clone()));
                     let inline = INLINE_FIELDS
                         .iter()
                         .any(|(m, n)| *n == f.name && (m.is_empty() || *m == msg.name()));
-                    FieldInfo { json, keep_zero, inline }
+                    FieldInfo {
+                        json,
+                        keep_zero,
+                        inline,
+                    }
                 })
                 .collect();
             fields.push(infos);
@@ -178,14 +189,41 @@ impl Registry {
                 }
             }
         }
+        // An embedded struct without a definition of its own (VolumeSource,
+        // ProbeHandler): its fields are named in the parent's definition.
+        for (i, msg) in MESSAGES.iter().enumerate() {
+            let Some(props) = props_of[i] else { continue };
+            for (j, f) in msg.fields.iter().enumerate() {
+                let Ty::Message(child) = f.ty else { continue };
+                if !fields[i][j].inline || props_of[child].is_some() {
+                    continue;
+                }
+                for (k, cf) in MESSAGES[child].fields.iter().enumerate() {
+                    let key = norm(cf.name);
+                    if let Some(json) = props.keys().find(|p| norm(p) == key) {
+                        let info = &mut fields[child][k];
+                        info.keep_zero |= required_of[i].contains(&json.as_str());
+                        info.json = json.clone();
+                    }
+                }
+            }
+        }
 
         let mut by_kind = HashMap::new();
         let mut modules = HashMap::new();
         for (api_version, kind, idx) in PB_RESOURCES {
             by_kind.insert((api_version.to_string(), kind.to_string()), *idx);
-            modules.entry(api_version.to_string()).or_insert(MESSAGES[*idx].module());
+            modules
+                .entry(api_version.to_string())
+                .or_insert(MESSAGES[*idx].module());
         }
-        Registry { fields, special, by_path, by_kind, modules }
+        Registry {
+            fields,
+            special,
+            by_path,
+            by_kind,
+            modules,
+        }
     }
 
     /// The message at a k8s-pb path (`api.core.v1.Pod`), any spelling.
@@ -195,7 +233,10 @@ impl Registry {
 
     /// The message an object of (apiVersion, kind) is encoded as.
     pub fn message_for_kind(&self, api_version: &str, kind: &str) -> Option<usize> {
-        if let Some(&i) = self.by_kind.get(&(api_version.to_string(), kind.to_string())) {
+        if let Some(&i) = self
+            .by_kind
+            .get(&(api_version.to_string(), kind.to_string()))
+        {
             return Some(i);
         }
         let (group, version) = match api_version.split_once('/') {
@@ -215,7 +256,9 @@ impl Registry {
         // Options, Status, WatchEvent ... are registered in every group version.
         modules.push(format!("apimachinery.pkg.apis.meta.{version}"));
         modules.push("apimachinery.pkg.apis.meta.v1".to_string());
-        modules.iter().find_map(|m| self.message(&format!("{m}.{kind}")))
+        modules
+            .iter()
+            .find_map(|m| self.message(&format!("{m}.{kind}")))
     }
 }
 
@@ -225,9 +268,8 @@ fn special_of(path: &str) -> Special {
         "apimachinery.pkg.apis.meta.v1.Time" => Special::Time,
         "apimachinery.pkg.apis.meta.v1.MicroTime" => Special::MicroTime,
         "apimachinery.pkg.apis.meta.v1.Duration" => Special::Duration,
-        "apimachinery.pkg.api.resource.Quantity" | "apimachinery.pkg.api.resource.QuantityValue" => {
-            Special::Quantity
-        }
+        "apimachinery.pkg.api.resource.Quantity"
+        | "apimachinery.pkg.api.resource.QuantityValue" => Special::Quantity,
         "apimachinery.pkg.util.intstr.IntOrString" => Special::IntOrString,
         "apimachinery.pkg.runtime.RawExtension" | "apimachinery.pkg.apis.meta.v1.FieldsV1" => {
             Special::RawJson
@@ -331,14 +373,30 @@ pub(super) fn definitions() -> Map<String, Value> {
 /// server apply the same defaults as for a JSON body. Keyed by k8s-pb
 /// message path; names are JSON names.
 pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
-    ("apimachinery.pkg.apis.meta.v1.ObjectMeta", &["deletionGracePeriodSeconds"]),
-    ("apimachinery.pkg.apis.meta.v1.ListMeta", &["remainingItemCount"]),
+    (
+        "apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        &["deletionGracePeriodSeconds"],
+    ),
+    (
+        "apimachinery.pkg.apis.meta.v1.ListMeta",
+        &["remainingItemCount"],
+    ),
     (
         "apimachinery.pkg.apis.meta.v1.DeleteOptions",
-        &["gracePeriodSeconds", "orphanDependents", "ignoreStoreReadErrorWithClusterBreakingPotential"],
+        &[
+            "gracePeriodSeconds",
+            "orphanDependents",
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+        ],
     ),
-    ("apimachinery.pkg.apis.meta.v1.Preconditions", &["uid", "resourceVersion"]),
-    ("apimachinery.pkg.apis.meta.v1.OwnerReference", &["controller", "blockOwnerDeletion"]),
+    (
+        "apimachinery.pkg.apis.meta.v1.Preconditions",
+        &["uid", "resourceVersion"],
+    ),
+    (
+        "apimachinery.pkg.apis.meta.v1.OwnerReference",
+        &["controller", "blockOwnerDeletion"],
+    ),
     ("apimachinery.pkg.apis.meta.v1.PatchOptions", &["force"]),
     ("apimachinery.pkg.apis.meta.v1.ApplyOptions", &["force"]),
     (
@@ -369,12 +427,21 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
             "allowPrivilegeEscalation",
         ],
     ),
-    ("api.core.v1.WindowsSecurityContextOptions", &["hostProcess"]),
+    (
+        "api.core.v1.WindowsSecurityContextOptions",
+        &["hostProcess"],
+    ),
     ("api.core.v1.Probe", &["terminationGracePeriodSeconds"]),
     ("api.core.v1.Toleration", &["tolerationSeconds"]),
     ("api.core.v1.TopologySpreadConstraint", &["minDomains"]),
-    ("api.core.v1.ConfigMapVolumeSource", &["defaultMode", "optional"]),
-    ("api.core.v1.SecretVolumeSource", &["defaultMode", "optional"]),
+    (
+        "api.core.v1.ConfigMapVolumeSource",
+        &["defaultMode", "optional"],
+    ),
+    (
+        "api.core.v1.SecretVolumeSource",
+        &["defaultMode", "optional"],
+    ),
     ("api.core.v1.ProjectedVolumeSource", &["defaultMode"]),
     ("api.core.v1.DownwardAPIVolumeSource", &["defaultMode"]),
     ("api.core.v1.KeyToPath", &["mode"]),
@@ -387,7 +454,10 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
     ("api.core.v1.SecretEnvSource", &["optional"]),
     ("api.core.v1.FileKeySelector", &["optional"]),
     ("api.core.v1.ClusterTrustBundleProjection", &["optional"]),
-    ("api.core.v1.ServiceAccountTokenProjection", &["expirationSeconds"]),
+    (
+        "api.core.v1.ServiceAccountTokenProjection",
+        &["expirationSeconds"],
+    ),
     ("api.core.v1.CSIVolumeSource", &["readOnly"]),
     ("api.core.v1.AzureDiskVolumeSource", &["readOnly"]),
     (
@@ -395,21 +465,43 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
         &["storageClassName", "volumeAttributesClassName"],
     ),
     ("api.core.v1.ReplicationControllerSpec", &["replicas"]),
-    ("api.core.v1.ServiceAccount", &["automountServiceAccountToken"]),
+    (
+        "api.core.v1.ServiceAccount",
+        &["automountServiceAccountToken"],
+    ),
     ("api.core.v1.Secret", &["immutable"]),
     ("api.core.v1.ConfigMap", &["immutable"]),
-    ("api.core.v1.ServiceSpec", &["allocateLoadBalancerNodePorts"]),
+    (
+        "api.core.v1.ServiceSpec",
+        &["allocateLoadBalancerNodePorts"],
+    ),
     ("api.core.v1.ClientIPConfig", &["timeoutSeconds"]),
     ("api.core.v1.ContainerStatus", &["started"]),
-    ("api.apps.v1.DeploymentSpec", &["replicas", "revisionHistoryLimit", "progressDeadlineSeconds"]),
-    ("api.apps.v1.DeploymentStatus", &["collisionCount", "terminatingReplicas"]),
+    (
+        "api.apps.v1.DeploymentSpec",
+        &[
+            "replicas",
+            "revisionHistoryLimit",
+            "progressDeadlineSeconds",
+        ],
+    ),
+    (
+        "api.apps.v1.DeploymentStatus",
+        &["collisionCount", "terminatingReplicas"],
+    ),
     ("api.apps.v1.ReplicaSetSpec", &["replicas"]),
     ("api.apps.v1.ReplicaSetStatus", &["terminatingReplicas"]),
     ("api.apps.v1.DaemonSetSpec", &["revisionHistoryLimit"]),
     ("api.apps.v1.DaemonSetStatus", &["collisionCount"]),
-    ("api.apps.v1.StatefulSetSpec", &["replicas", "revisionHistoryLimit"]),
+    (
+        "api.apps.v1.StatefulSetSpec",
+        &["replicas", "revisionHistoryLimit"],
+    ),
     ("api.apps.v1.StatefulSetStatus", &["collisionCount"]),
-    ("api.apps.v1.RollingUpdateStatefulSetStrategy", &["partition"]),
+    (
+        "api.apps.v1.RollingUpdateStatefulSetStrategy",
+        &["partition"],
+    ),
     (
         "api.batch.v1.JobSpec",
         &[
@@ -427,23 +519,55 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
     ("api.batch.v1.JobStatus", &["ready", "terminating"]),
     (
         "api.batch.v1.CronJobSpec",
-        &["startingDeadlineSeconds", "suspend", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"],
+        &[
+            "startingDeadlineSeconds",
+            "suspend",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ],
     ),
     ("api.batch.v1.SuccessPolicyRule", &["succeededCount"]),
-    ("api.autoscaling.v1.HorizontalPodAutoscalerSpec", &["minReplicas", "targetCPUUtilizationPercentage"]),
+    (
+        "api.autoscaling.v1.HorizontalPodAutoscalerSpec",
+        &["minReplicas", "targetCPUUtilizationPercentage"],
+    ),
     (
         "api.autoscaling.v1.HorizontalPodAutoscalerStatus",
         &["observedGeneration", "currentCPUUtilizationPercentage"],
     ),
-    ("api.autoscaling.v2.HorizontalPodAutoscalerSpec", &["minReplicas"]),
-    ("api.autoscaling.v2.HorizontalPodAutoscalerStatus", &["observedGeneration"]),
-    ("api.autoscaling.v2.HPAScalingRules", &["stabilizationWindowSeconds"]),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+        &["minReplicas"],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+        &["observedGeneration"],
+    ),
+    (
+        "api.autoscaling.v2.HPAScalingRules",
+        &["stabilizationWindowSeconds"],
+    ),
     ("api.autoscaling.v2.MetricTarget", &["averageUtilization"]),
-    ("api.autoscaling.v2.MetricValueStatus", &["averageUtilization"]),
-    ("api.authentication.v1.TokenRequestSpec", &["expirationSeconds"]),
-    ("api.certificates.v1.CertificateSigningRequestSpec", &["expirationSeconds"]),
-    ("api.coordination.v1.LeaseSpec", &["leaseDurationSeconds", "leaseTransitions"]),
-    ("api.discovery.v1.EndpointConditions", &["ready", "serving", "terminating"]),
+    (
+        "api.autoscaling.v2.MetricValueStatus",
+        &["averageUtilization"],
+    ),
+    (
+        "api.authentication.v1.TokenRequestSpec",
+        &["expirationSeconds"],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequestSpec",
+        &["expirationSeconds"],
+    ),
+    (
+        "api.coordination.v1.LeaseSpec",
+        &["leaseDurationSeconds", "leaseTransitions"],
+    ),
+    (
+        "api.discovery.v1.EndpointConditions",
+        &["ready", "serving", "terminating"],
+    ),
     ("api.discovery.v1.EndpointPort", &["port"]),
     ("api.networking.v1.NetworkPolicyPort", &["endPort"]),
     ("api.storage.v1.StorageClass", &["allowVolumeExpansion"]),
@@ -461,12 +585,22 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
     ),
     ("api.storage.v1.TokenRequest", &["expirationSeconds"]),
     ("api.storage.v1.VolumeNodeResources", &["count"]),
-    ("api.admissionregistration.v1.MutatingWebhook", &["timeoutSeconds"]),
-    ("api.admissionregistration.v1.ValidatingWebhook", &["timeoutSeconds"]),
+    (
+        "api.admissionregistration.v1.MutatingWebhook",
+        &["timeoutSeconds"],
+    ),
+    (
+        "api.admissionregistration.v1.ValidatingWebhook",
+        &["timeoutSeconds"],
+    ),
     ("api.admissionregistration.v1.ServiceReference", &["port"]),
     (
         "api.flowcontrol.v1.LimitedPriorityLevelConfiguration",
-        &["nominalConcurrencyShares", "lendablePercent", "borrowingLimitPercent"],
+        &[
+            "nominalConcurrencyShares",
+            "lendablePercent",
+            "borrowingLimitPercent",
+        ],
     ),
     (
         "api.flowcontrol.v1.ExemptPriorityLevelConfiguration",
@@ -487,5 +621,8 @@ pub(super) static POINTER_FIELDS: &[(&str, &[&str])] = &[
             "x-kubernetes-preserve-unknown-fields",
         ],
     ),
-    ("kube_aggregator.pkg.apis.apiregistration.v1.ServiceReference", &["port"]),
+    (
+        "kube_aggregator.pkg.apis.apiregistration.v1.ServiceReference",
+        &["port"],
+    ),
 ];

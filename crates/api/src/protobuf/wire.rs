@@ -54,7 +54,10 @@ impl<'a> Reader<'a> {
         let len = usize::try_from(len).map_err(|_| "length overflows".to_string())?;
         let end = self.pos.checked_add(len).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
-            return Err(format!("truncated field: {len} bytes announced, {} left", self.buf.len() - self.pos));
+            return Err(format!(
+                "truncated field: {len} bytes announced, {} left",
+                self.buf.len() - self.pos
+            ));
         };
         let out = &self.buf[self.pos..end];
         self.pos = end;

@@ -1,0 +1,181 @@
+//! Child processes of the benchmark (the server under test, etcd): started
+//! on free loopback ports with their output in a log file, killed when their
+//! guard is dropped (also on error, panic unwinding and Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hyper::{Method, StatusCode};
+
+use super::client::{Conn, Endpoint};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running child, killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard {
+    pub name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<ChildGuard> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        Ok(ChildGuard { name, child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails when the child has exited, with the end of its log.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); last lines of its log:\n{}", self.name, self.log_tail(30));
+        }
+        Ok(())
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `VmRSS` (current) and `VmHWM` (peak) in bytes.
+    pub fn rss(&self) -> anyhow::Result<Rss> {
+        read_rss(self.pid())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Rss {
+    pub current: u64,
+    pub peak: u64,
+}
+
+pub fn read_rss(pid: u32) -> anyhow::Result<Rss> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().with_context(|| format!("parsing {line}"))?;
+        Ok(kb * 1024)
+    };
+    Ok(Rss { current: field("VmRSS:")?, peak: field("VmHWM:")? })
+}
+
+/// A single-member etcd on loopback ports with its data in `dir`.
+pub struct Etcd {
+    pub guard: ChildGuard,
+    pub endpoint: String,
+}
+
+pub async fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<Etcd> {
+    let client = free_port()?;
+    let peer = free_port()?;
+    let data = dir.join("data");
+    let curl = format!("http://127.0.0.1:{client}");
+    let purl = format!("http://127.0.0.1:{peer}");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--name")
+        .arg("bench")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen-client-urls")
+        .arg(&curl)
+        .arg("--advertise-client-urls")
+        .arg(&curl)
+        .arg("--listen-peer-urls")
+        .arg(&purl)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&purl)
+        .arg("--initial-cluster")
+        .arg(format!("bench={purl}"))
+        .arg("--quota-backend-bytes")
+        .arg((8u64 << 30).to_string());
+    let mut guard = ChildGuard::spawn("etcd", cmd, dir.join("etcd.log"))?;
+    // Ready when a store client can read the revision.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        guard.check_alive()?;
+        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+            let store = tug_store::open(&curl, dir).await?;
+            store.current_revision().await
+        })
+        .await;
+        if let Ok(Ok(_)) = attempt {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("etcd did not become ready in 30 s; last lines of its log:\n{}", guard.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Etcd { guard, endpoint: curl })
+}
+
+/// `tug server` under test, with an admin connection.
+pub struct Server {
+    pub guard: ChildGuard,
+    pub endpoint: Endpoint,
+}
+
+pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let data_dir = dir.join("server");
+    let exe = std::env::current_exe().context("finding the tug binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--https-listen-port")
+        .arg(port.to_string())
+        .arg("--bind-address")
+        .arg("127.0.0.1")
+        .arg("--disable-agent");
+    if let Some(ep) = datastore {
+        cmd.arg("--datastore-endpoint").arg(ep);
+    }
+    let mut guard = ChildGuard::spawn("tug server", cmd, dir.join("server.log"))?;
+    let kubeconfig = data_dir.join("kubeconfig.yaml");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() {
+        guard.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("tug server wrote no kubeconfig in 60 s; last lines of its log:\n{}", guard.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let endpoint = Endpoint::from_kubeconfig(&kubeconfig)?;
+    loop {
+        guard.check_alive()?;
+        let ready = async {
+            let mut c: Conn = endpoint.connect().await?;
+            c.expect(Method::GET, "/readyz", None, StatusCode::OK).await
+        };
+        if tokio::time::timeout(Duration::from_secs(2), ready).await.is_ok_and(|r| r.is_ok()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("tug server not ready in 60 s; last lines of its log:\n{}", guard.log_tail(30));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Server { guard, endpoint })
+}
