@@ -7,8 +7,9 @@
 //! entry of a static table in `$OUT_DIR/k8s_pb_table.rs`. No Kubernetes code
 //! is copied into the repository; the table is rebuilt from the dependency.
 //!
-//! The k8s-pb source directory is found with `cargo metadata` (each package's
-//! `manifest_path`), falling back to `$CARGO_HOME/registry/src/*/k8s-pb-*`.
+//! The k8s-pb source directory is found with `cargo metadata --offline` (each
+//! package's `manifest_path`), falling back to
+//! `$CARGO_HOME/registry/src/*/k8s-pb-0.9.*`.
 //! `TUGBOAT_K8S_PB_SRC` may point at a `src` directory to override both.
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,7 +91,11 @@ fn find_k8s_pb_src(manifest_dir: &Path) -> Result<PathBuf, String> {
 fn from_cargo_metadata(manifest_dir: &Path) -> Result<PathBuf, String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Offline: a build script should not fetch anything. When the graph is
+    // not fully downloaded yet this fails, and the registry scan finds k8s-pb
+    // (cargo has unpacked it, being a dependency of this crate).
     cmd.arg("metadata")
+        .arg("--offline")
         .arg("--format-version")
         .arg("1")
         .arg("--manifest-path")

@@ -5,6 +5,7 @@
 //! all read from it. Objects travel as `serde_json::Value` (the stored JSON);
 //! k8s-openapi types are used for schemas and typed validation.
 
+pub mod convert;
 pub mod defaults;
 pub mod meta;
 pub mod patch;

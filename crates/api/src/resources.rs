@@ -188,9 +188,9 @@ pub static RESOURCES: &[ResourceType] = &[
     // discovery.k8s.io/v1
     resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, api::discovery::v1::EndpointSlice,
         short: [], cat: [], sub: []),
-    // events.k8s.io/v1 (upstream shares storage with core/v1 events; see ARCHITECTURE.md)
+    // events.k8s.io/v1: the same objects as core/v1 Events (crate::convert)
     resource!("events.k8s.io", "v1", "Event", "events", "event", true, api::events::v1::Event,
-        short: ["ev"], cat: [], sub: []),
+        short: ["ev"], cat: [], sub: [], store: ""),
     // networking.k8s.io/v1
     resource!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, api::networking::v1::Ingress,
         short: ["ing"], cat: [], sub: ["status"]),

@@ -16,7 +16,7 @@ use tug_api::resources::ResourceType;
 use tug_api::schema::Schemas;
 use tug_api::selectors::{self, FieldSelector, LabelSelector};
 use tug_api::status::Cause;
-use tug_api::{defaults, meta, validation, ApiError};
+use tug_api::{convert, defaults, meta, validation, ApiError};
 use tug_store::{ListOptions, Revision, Store, StoreError};
 
 use crate::alloc::{AllocError, Allocator};
@@ -96,9 +96,10 @@ pub fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> 
     }
 }
 
-/// What a stored object looks like: no resourceVersion (the revision is the version).
-fn encode_for_store(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
+/// What a stored object looks like: the storage version, and no
+/// resourceVersion (the revision is the version).
+fn encode_for_store(rt: &ResourceType, obj: &Value) -> Vec<u8> {
+    let mut o = convert::to_storage(rt, obj.clone());
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
@@ -155,7 +156,7 @@ impl Ctx {
         let kv = kv.ok_or_else(|| ApiError::not_found(rt.group, rt.plural, name))?;
         let obj = crate::cache::decode_stored(&kv.value, kv.mod_revision)
             .ok_or_else(|| ApiError::internal(format!("stored object {key} is not valid JSON")))?;
-        Ok((obj, kv.mod_revision))
+        Ok((convert::from_storage(rt, obj), kv.mod_revision))
     }
 
     pub async fn get(&self, rr: &ResourceRequest, name: &str) -> Result<Reply, ApiError> {
@@ -315,7 +316,7 @@ impl Ctx {
             return Ok(Reply { status: StatusCode::CREATED, body: obj, warnings });
         }
         let key = rt.key(rr.namespace.as_deref(), &name);
-        match self.store.create(&key, encode_for_store(&obj)).await {
+        match self.store.create(&key, encode_for_store(rt, &obj)).await {
             Ok(rev) => Ok(Reply { status: StatusCode::CREATED, body: with_revision(obj, rev), warnings }),
             Err(e) => {
                 self.release_allocations(&allocated).await;
@@ -612,7 +613,7 @@ impl Ctx {
                 };
             }
         }
-        match self.store.update(&key, encode_for_store(&obj), old_rev).await {
+        match self.store.update(&key, encode_for_store(rt, &obj), old_rev).await {
             Ok(rev) => Ok(Reply::ok(with_revision(obj, rev))),
             Err(e) => {
                 self.release_allocations(&allocated).await;
@@ -833,7 +834,7 @@ impl Ctx {
                 return Ok(Reply::with(StatusCode::ACCEPTED, new));
             }
             let key = rt.key(rr.namespace.as_deref(), name);
-            return match self.store.update(&key, encode_for_store(&new), old_rev).await {
+            return match self.store.update(&key, encode_for_store(rt, &new), old_rev).await {
                 Ok(rev) => Ok(Reply::with(StatusCode::ACCEPTED, with_revision(new, rev))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => Err(store_err(rt, name, e)),
@@ -877,7 +878,7 @@ impl Ctx {
             new["spec"]["nodeName"] = json!(node);
             set_condition(&mut new, "PodScheduled", "True", None);
             let key = rt.key(rr.namespace.as_deref(), name);
-            match self.store.update(&key, encode_for_store(&new), old_rev).await {
+            match self.store.update(&key, encode_for_store(rt, &new), old_rev).await {
                 Ok(_) => {
                     return Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status()));
                 }
@@ -899,7 +900,8 @@ impl Ctx {
             for pdb in pdbs {
                 let Some(sel) = pdb.pointer("/spec/selector") else { continue };
                 let Ok(sel) = LabelSelector::from_label_selector_json(sel) else { continue };
-                if sel.matches(meta::labels(&pod)) {
+                // Upstream's eviction treats an empty PDB selector as matching nothing.
+                if !sel.is_empty() && sel.matches(meta::labels(&pod)) {
                     let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
                     if allowed <= 0 {
                         let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
@@ -921,7 +923,10 @@ impl Ctx {
 
     /// LIST: objects matching the request's namespace and selectors.
     pub async fn list(&self, rr: &ResourceRequest, q: &Query) -> Result<Reply, ApiError> {
-        let (items, rev, cont, remaining) = self.list_page(rr, q).await?;
+        let (mut items, rev, cont, remaining) = self.list_page(rr, q).await?;
+        if convert::converts(rr.rt) {
+            items = items.into_iter().map(|o| Arc::new(convert::from_storage(rr.rt, Arc::unwrap_or_clone(o)))).collect();
+        }
         Ok(Reply::ok(self.list_body(rr.rt, items, rev, cont, remaining)))
     }
 

@@ -61,6 +61,15 @@ impl WatchRequest {
     }
 }
 
+/// The event line for `object` (in storage form) as this watcher sees it.
+fn event(req: &WatchRequest, kind: &str, object: &Value) -> Bytes {
+    if tug_api::convert::converts(req.rt) {
+        let converted = tug_api::convert::from_storage(req.rt, object.clone());
+        return frame(kind, &req.output.watch_object(req.rt, &converted));
+    }
+    frame(kind, &req.output.watch_object(req.rt, object))
+}
+
 fn frame(kind: &str, object: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
     line.push(b'\n');
@@ -92,7 +101,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
         let deadline = tokio::time::Instant::now() + req.timeout;
         let mut last_rev = start_rev;
         for obj in &initial {
-            yield Ok(frame("ADDED", &req.output.watch_object(req.rt, obj)));
+            yield Ok(event(&req, "ADDED", obj));
         }
         if req.send_initial_events {
             let mut bookmark = json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(),
@@ -103,7 +112,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
         for ev in replay {
             if let Some((t, obj)) = filter_event(&req, &ev) {
                 last_rev = ev.revision;
-                yield Ok(frame(t, &req.output.watch_object(req.rt, &obj)));
+                yield Ok(event(&req, t, &obj));
             }
         }
         let mut bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
@@ -131,7 +140,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
                     }
                     last_rev = ev.revision;
                     if let Some((t, obj)) = filter_event(&req, &ev) {
-                        yield Ok(frame(t, &req.output.watch_object(req.rt, &obj)));
+                        yield Ok(event(&req, t, &obj));
                     }
                 }
                 Some(Err(RecvError::Lagged(_))) => {

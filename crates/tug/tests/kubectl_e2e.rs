@@ -306,6 +306,23 @@ fn configmaps_and_secrets(s: &TugServer) {
     assert!(table.contains("s1") && table.contains("Opaque"), "{table}");
 }
 
+/// Resources served in two versions share one storage, as upstream.
+fn versions_share_storage(s: &TugServer) {
+    apply(s, "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\nspec:\n  minReplicas: 1\n  maxReplicas: 4\n  targetCPUUtilizationPercentage: 60\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n", &[]);
+    let v2 = json(s, &["get", "horizontalpodautoscalers.v2.autoscaling", "web"]);
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60);
+    let v1: Value = serde_json::from_str(&ok(s, &["get", "--raw", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web"])).unwrap();
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    apply(s, "apiVersion: v1\nkind: Event\nmetadata:\n  name: e1\ninvolvedObject: {kind: Pod, name: p, namespace: default}\nreason: Tested\nmessage: hello\ntype: Normal\n", &[]);
+    let new = json(s, &["get", "events.v1.events.k8s.io", "e1"]);
+    assert_eq!(new["note"], "hello");
+    assert_eq!(new["regarding"]["name"], "p");
+    let core = ok(s, &["get", "events", "--field-selector", "involvedObject.name=p", "-o", "jsonpath={.items[*].message}"]);
+    assert_eq!(core, "hello");
+}
+
 fn explain(s: &TugServer) {
     let out = ok(s, &["explain", "pod.spec"]);
     assert!(out.contains("KIND:       Pod") || out.contains("KIND:     Pod"), "{out}");
@@ -462,6 +479,7 @@ on_both_backends!(
     watch_sees_events,
     namespaces,
     configmaps_and_secrets,
+    versions_share_storage,
     explain,
     error_cases,
     api_resources_and_versions,

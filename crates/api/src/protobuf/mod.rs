@@ -19,16 +19,30 @@
 //! the table.
 //!
 //! This was chosen over decoding with prost into k8s-pb's typed structs: those
-//! would still need a hand-written (or generated) conversion to JSON for each
-//! of roughly 1,500 types, whereas one table-driven decoder covers all of them,
-//! including any kind the server does not serve (yet). No crate offering a
-//! Kubernetes protobuf → JSON conversion exists.
+//! have no serde support, so each of the ~1,260 messages would need its own
+//! conversion to JSON, whereas one table-driven decoder covers all of them,
+//! including kinds the server does not serve (yet). The build script stays a
+//! simple text scan; k8s-pb is not otherwise used at run time.
 //!
-//! What the table lacks is recovered at run time ([`names`]): exact JSON field
-//! names (matched against k8s-openapi's OpenAPI property names), the JSON form
-//! of special types (Time, Quantity, IntOrString, RawExtension ...), and which
-//! zero values to keep (upstream's protobuf encoder writes every non-pointer
-//! field, its JSON encoder omits zero `omitempty` ones).
+//! What the table lacks is recovered at run time (module `names`, once per
+//! process):
+//! - exact JSON field names, matched against the OpenAPI property names of
+//!   k8s-openapi's schemas (prost's snake_case is not reversible: `podIPs` →
+//!   `pod_i_ps`), and embedded Go structs (`json:",inline"`, a nested message
+//!   on the wire: `Volume.volumeSource`, `Probe.handler`) flattened;
+//! - the JSON form of special types: `Time` → `"2026-01-02T03:04:05Z"`,
+//!   `MicroTime` with microseconds, `Duration` → `"1h0m0s"`, `Quantity` →
+//!   its string, `IntOrString` → number or string, `RawExtension`/`FieldsV1`
+//!   → the embedded JSON, `bytes` → base64;
+//! - which zero values to keep. Upstream's protobuf encoder writes every
+//!   non-pointer field, zero or not, while its JSON encoder omits zero
+//!   `omitempty` fields, and the defaulting here (like upstream's) only fills
+//!   fields that are absent. So a singular scalar holding "", 0 or false is
+//!   dropped unless the OpenAPI schema requires the field or it is a Go
+//!   pointer whose zero means something (`replicas: 0`,
+//!   `automountServiceAccountToken: false`; `names::POINTER_FIELDS`). Empty
+//!   messages stay (`"resources": {}`, `"status": {}`), an empty `Time` is
+//!   `null` (`"creationTimestamp": null`), exactly as kubectl's JSON has them.
 
 mod names;
 mod table;
