@@ -455,15 +455,70 @@ fn acknowledged_writes_survive_kill(s: &mut TugServer) {
     apply(s, &configmap("after-restart", "1"), &[]);
 }
 
+/// The JSON objects of a watch response, in order.
+fn watch_events(body: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(body).into_iter::<Value>().map(|v| v.expect("watch event JSON")).collect()
+}
+
+/// LIST paging and WATCH resourceVersion semantics, through `kubectl get --raw`.
+fn list_and_watch_semantics(s: &mut TugServer) {
+    for i in 0..5 {
+        apply(s, &configmap(&format!("page-{i}"), "x"), &[]);
+    }
+    let base = "/api/v1/namespaces/default/configmaps";
+    // limit/continue walks the whole list at one revision.
+    let first: Value = serde_json::from_str(&ok(s, &["get", "--raw", &format!("{base}?limit=2")])).unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let mut token = first["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    let mut names: Vec<String> = first["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    while !token.is_empty() {
+        let page: Value = serde_json::from_str(&ok(s, &["get", "--raw", &format!("{base}?limit=2&continue={token}")])).unwrap();
+        assert_eq!(page["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+        names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        token = page["metadata"]["continue"].as_str().unwrap_or("").to_string();
+    }
+    assert_eq!(names, ["page-0", "page-1", "page-2", "page-3", "page-4"]);
+    // A watch from a revision replays exactly what came after it.
+    let rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    ok(s, &["label", "cm", "page-0", "step=1"]);
+    ok(s, &["label", "cm", "page-1", "step=2"]);
+    let body = ok(s, &["get", "--raw", &format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=1")]);
+    let events: Vec<(String, String)> = watch_events(&body).iter().map(|e| (e["type"].as_str().unwrap().into(), e["object"]["metadata"]["name"].as_str().unwrap().into())).collect();
+    assert_eq!(events, [("MODIFIED".to_string(), "page-0".to_string()), ("MODIFIED".into(), "page-1".into())]);
+    // With a label selector, an object that stops matching is DELETED for that watcher.
+    let body = ok(s, &["get", "--raw", &format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=1&labelSelector=step%3D1")]);
+    let types: Vec<String> = watch_events(&body).iter().map(|e| e["type"].as_str().unwrap().into()).collect();
+    assert_eq!(types, ["ADDED"]);
+    // Streaming lists: initial ADDED events, then a bookmark that marks their end.
+    let body = ok(s, &["get", "--raw", &format!("{base}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1")]);
+    let events = watch_events(&body);
+    assert_eq!(events.iter().filter(|e| e["type"] == "ADDED").count(), 5);
+    let bookmark = events.iter().find(|e| e["type"] == "BOOKMARK").expect("a bookmark");
+    assert_eq!(bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    // A revision from the future: 504 after a short wait, as upstream.
+    let err = fails(s, &["get", "--raw", &format!("{base}?resourceVersion=999999999")]);
+    assert!(err.contains("Too large resource version"), "{err}");
+    // After a restart the old history is gone: the watch gets 410 Gone.
+    s.kill_and_restart();
+    let body = ok(s, &["get", "--raw", &format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=1")]);
+    let events = watch_events(&body);
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 410);
+    assert_eq!(events[0]["object"]["reason"], "Expired");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $( #[test] fn $name() { super::$name(&super::server(tug_testkit::Backend::Sqlite)); } )*
             #[test] fn acknowledged_writes_survive_kill() { super::acknowledged_writes_survive_kill(&mut super::server(tug_testkit::Backend::Sqlite)); }
+            #[test] fn list_and_watch_semantics() { super::list_and_watch_semantics(&mut super::server(tug_testkit::Backend::Sqlite)); }
         }
         mod etcd {
             $( #[test] fn $name() { super::$name(&super::server(tug_testkit::Backend::Etcd)); } )*
             #[test] fn acknowledged_writes_survive_kill() { super::acknowledged_writes_survive_kill(&mut super::server(tug_testkit::Backend::Etcd)); }
+            #[test] fn list_and_watch_semantics() { super::list_and_watch_semantics(&mut super::server(tug_testkit::Backend::Etcd)); }
         }
     };
 }

@@ -256,7 +256,7 @@ async fn monitor(client: Client, ar: ApiResource, namespaced: bool, changes: mps
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut known: HashMap<String, Observed> = HashMap::new();
     let mut relist: Option<HashSet<String>> = None;
-    let mut upsert = |known: &mut HashMap<String, Observed>, obj: Observed| {
+    let upsert = |known: &mut HashMap<String, Observed>, obj: Observed| {
         if obj.identity.uid.is_empty() || known.get(&obj.identity.uid) == Some(&obj) {
             return;
         }
@@ -605,11 +605,9 @@ impl Collector {
         let dependents = self.graph.lock().expect("graph lock").dependents(uid);
         tracing::info!(owner = %owner.identity, dependents = dependents.len(), "garbage collector: orphaning dependents");
         let owner_uid = [uid.to_string()];
-        let results: Vec<Result<(), GcError>> = futures::stream::iter(dependents.iter())
-            .map(|d| self.remove_owner_references(&d.identity, &owner_uid))
-            .buffer_unordered(8)
-            .collect()
-            .await;
+        // A few at a time: one GET and one PATCH each.
+        let patches: Vec<_> = dependents.iter().map(|d| self.remove_owner_references(&d.identity, &owner_uid)).collect();
+        let results: Vec<Result<(), GcError>> = futures::stream::iter(patches).buffer_unordered(8).collect().await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
             return Err(e);
         }
