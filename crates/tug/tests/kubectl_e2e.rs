@@ -306,6 +306,30 @@ fn configmaps_and_secrets(s: &TugServer) {
     assert!(table.contains("s1") && table.contains("Opaque"), "{table}");
 }
 
+/// kubectl's typed create commands send protobuf bodies.
+fn typed_creates_send_protobuf(s: &TugServer) {
+    ok(s, &["create", "deployment", "api", "--image=busybox:1.36", "--replicas=3", "--port=8080"]);
+    let d = json(s, &["get", "deploy", "api"]);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "api");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    ok(s, &["create", "deployment", "zero", "--image=busybox", "--replicas=0"]);
+    assert_eq!(json(s, &["get", "deploy", "zero"])["spec"]["replicas"], 0, "an explicit zero survives");
+    ok(s, &["create", "secret", "generic", "creds", "--from-literal=user=admin"]);
+    assert_eq!(ok(s, &["get", "secret", "creds", "-o", "jsonpath={.data.user}"]), "YWRtaW4=");
+    ok(s, &["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let svc = json(s, &["get", "svc", "np"]);
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&node_port), "{svc}");
+    assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.43."), "{svc}");
+    ok(s, &["create", "job", "once", "--image=busybox", "--", "true"]);
+    assert_eq!(json(s, &["get", "job", "once"])["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    ok(s, &["create", "priorityclass", "high", "--value=1000"]);
+    ok(s, &["create", "quota", "q", "--hard=pods=3"]);
+    assert_eq!(ok(s, &["get", "quota", "q", "-o", "jsonpath={.spec.hard.pods}"]), "3");
+}
+
 /// Resources served in two versions share one storage, as upstream.
 fn versions_share_storage(s: &TugServer) {
     apply(s, "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\nspec:\n  minReplicas: 1\n  maxReplicas: 4\n  targetCPUUtilizationPercentage: 60\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n", &[]);
@@ -496,8 +520,18 @@ fn list_and_watch_semantics(s: &mut TugServer) {
     let bookmark = events.iter().find(|e| e["type"] == "BOOKMARK").expect("a bookmark");
     assert_eq!(bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
     // A revision from the future: 504 after a short wait, as upstream.
-    let err = fails(s, &["get", "--raw", &format!("{base}?resourceVersion=999999999")]);
-    assert!(err.contains("Too large resource version"), "{err}");
+    // (curl, because client-go retries what carries Retry-After.)
+    let tls = s.data_dir.join("tls");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}", "--cert"])
+        .arg(tls.join("admin.crt"))
+        .arg("--key")
+        .arg(tls.join("admin.key"))
+        .arg(format!("https://127.0.0.1:{}{base}?resourceVersion=999999999", s.port))
+        .output()
+        .expect("curl");
+    let body = text(&out.stdout);
+    assert!(body.ends_with("504") && body.contains("Too large resource version"), "{body}");
     // After a restart the old history is gone: the watch gets 410 Gone.
     s.kill_and_restart();
     let body = ok(s, &["get", "--raw", &format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=1")]);
@@ -535,6 +569,7 @@ on_both_backends!(
     namespaces,
     configmaps_and_secrets,
     versions_share_storage,
+    typed_creates_send_protobuf,
     explain,
     error_cases,
     api_resources_and_versions,
