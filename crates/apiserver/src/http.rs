@@ -13,6 +13,7 @@ use tug_api::patch::PatchType;
 use tug_api::ApiError;
 use tug_pki::PeerIdentity;
 
+use crate::authz::{Attributes, Authorizer, Decision};
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::openapi;
@@ -23,13 +24,10 @@ use crate::watch::{self, WatchRequest};
 
 pub struct Server {
     pub ctx: Ctx,
+    pub authorizer: Box<dyn Authorizer>,
     pub server_address: String,
     pub metrics: Metrics,
 }
-
-/// The authenticated user of a request (kept on the request for RBAC).
-#[derive(Clone, Debug)]
-pub struct User(pub PeerIdentity);
 
 fn json_response(status: StatusCode, content_type: &str, body: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("serializable");
@@ -102,7 +100,6 @@ impl Server {
             let (v, r) = none();
             return (error_response(&ApiError::unauthorized()), v, r);
         };
-        let _user = User(user);
         let accept = header_str(req.headers(), header::ACCEPT).to_string();
         if path == "/metrics" {
             let body = self.metrics.encode(&self.ctx).await;
@@ -162,13 +159,13 @@ impl Server {
                     Some(s) => format!("{}/{}", rr.rt.plural, s),
                     None => rr.rt.plural.to_string(),
                 };
-                let (resp, verb) = self.resource(rr, req, &accept).await;
+                let (resp, verb) = self.resource(&user, rr, req, &accept).await;
                 (resp, verb, resource)
             }
         }
     }
 
-    async fn resource(&self, rr: ResourceRequest, req: Request<hyper::body::Incoming>, accept: &str) -> (Response<Body>, String) {
+    async fn resource(&self, user: &PeerIdentity, rr: ResourceRequest, req: Request<hyper::body::Incoming>, accept: &str) -> (Response<Body>, String) {
         let q = parse_query(req.uri().query());
         let output = Output::negotiate(accept, q.get("includeObject").map(String::as_str));
         let method = req.method().clone();
@@ -186,6 +183,28 @@ impl Server {
             _ => "unknown",
         }
         .to_string();
+        let attrs = Attributes {
+            user,
+            verb: &verb,
+            group: rr.rt.group,
+            resource: rr.rt.plural,
+            subresource: rr.subresource.as_deref(),
+            namespace: rr.namespace.as_deref(),
+            name: rr.name.as_deref(),
+        };
+        if let Decision::Deny(reason) = self.authorizer.authorize(&attrs) {
+            let e = ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\"{}: {reason}",
+                rr.rt.plural,
+                rr.name.as_deref().unwrap_or(""),
+                user.user,
+                verb,
+                rr.rt.plural,
+                rr.rt.group,
+                rr.namespace.as_deref().map(|n| format!(" in the namespace \"{n}\"")).unwrap_or_default(),
+            ));
+            return (error_response(&e), verb);
+        }
         if is_watch && method == Method::GET {
             return (self.watch(rr, &q, output).await, verb);
         }

@@ -3,11 +3,12 @@
 //! and LIST/WATCH served from an in-memory watch cache.
 //!
 //! Request path: [`tls`] accepts and identifies the peer → [`http::Server`]
-//! authenticates and routes → [`rest::Ctx`] runs admission, validation and
+//! authenticates, routes and asks the [`authz::Authorizer`] → [`rest::Ctx`] runs admission, validation and
 //! the store write → [`cache::WatchCache`] sees the change through the store
 //! watch and fans it out to watchers.
 
 pub mod alloc;
+pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
@@ -53,6 +54,7 @@ impl ApiServer {
         let alloc = alloc::Allocator::new(store.clone(), &config.service_cidr)?;
         let server = Arc::new(http::Server {
             ctx: rest::Ctx { store, cache, alloc },
+            authorizer: Box::new(authz::AlwaysAllow),
             server_address: config.advertise_address.clone(),
             metrics: metrics::Metrics::default(),
         });

@@ -8,7 +8,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::ResourceExt;
 use serde_json::json;
 use support::{Cluster, code, eventually, obj};
 
@@ -130,7 +129,6 @@ async fn terminating_namespace_reports_conditions() {
     assert_eq!(get("NamespaceDeletionDiscoveryFailure").status, "False");
     cms.patch("held-cm", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
     eventually("the namespace goes", WAIT, || namespace_gone(&nss, "cond")).await;
-    let _ = ns.metadata.name;
     c.shutdown().await;
 }
 
@@ -149,6 +147,4 @@ async fn namespace_controller_runs_on_its_own() {
     eventually("the namespace is deleted", WAIT, || namespace_gone(&nss, "solo")).await;
     assert!(cms.get_opt("x").await.unwrap().is_none());
     ctl.abort();
-    let _ = client.default_namespace();
-    let _ = ResourceExt::name_any(&ns);
 }

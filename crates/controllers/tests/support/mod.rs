@@ -105,7 +105,7 @@ impl Server {
             }
             if self.kubeconfig.exists() {
                 if let Ok(client) = self.try_client().await {
-                    let req = k8s_openapi::http::Request::get("/readyz").body(Vec::new()).expect("request");
+                    let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
                     if let Ok(body) = client.request_text(req).await {
                         if body.trim() == "ok" {
                             return Ok(());
