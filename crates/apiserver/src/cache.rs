@@ -47,6 +47,16 @@ pub struct CacheEvent {
     pub revision: Revision,
     pub object: Arc<Value>,
     pub prev: Option<Arc<Value>>,
+    /// `object` as JSON, encoded once and shared by every watcher that
+    /// receives it unconverted (with 1,000 watchers, serializing per watcher
+    /// would dominate the cost of an event).
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl CacheEvent {
+    pub fn encoded_object(&self) -> &bytes::Bytes {
+        self.encoded.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.object).expect("JSON values serialize")))
+    }
 }
 
 #[derive(Clone)]
@@ -209,6 +219,7 @@ impl WatchCache {
                     revision,
                     object: obj,
                     prev,
+                    encoded: Default::default(),
                 }
             }
             EventKind::Delete => {
@@ -225,7 +236,7 @@ impl WatchCache {
                         set.remove(&key);
                     }
                 }
-                CacheEvent { kind: WatchEventType::Deleted, key, revision, object: Arc::new(obj), prev }
+                CacheEvent { kind: WatchEventType::Deleted, key, revision, object: Arc::new(obj), prev, encoded: Default::default() }
             }
         };
         let event = Arc::new(event);

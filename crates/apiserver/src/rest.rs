@@ -558,14 +558,9 @@ impl Ctx {
             }
         }
         defaults::apply_defaults(rt.group, rt.kind, &mut obj);
-        if rt.kind == "Namespace" {
-            // Namespace status is owned by the server: phase follows deletion.
-            obj["status"] = old.get("status").cloned().unwrap_or(json!({"phase": "Active"}));
-            if sub == Some("status") {
-                if let Some(s) = obj.get("status").cloned() {
-                    obj["status"] = s;
-                }
-            }
+        if rt.kind == "Namespace" && obj.pointer("/metadata/deletionTimestamp").is_some() {
+            // A namespace being deleted stays Terminating whatever a status write says.
+            obj["status"]["phase"] = json!("Terminating");
         }
         validation::validate(rt, &obj)?;
         check_immutable(rt, &old, &obj)?;

@@ -70,6 +70,22 @@ fn event(req: &WatchRequest, kind: &str, object: &Value) -> Bytes {
     frame(kind, &req.output.watch_object(req.rt, object))
 }
 
+/// An event of the shared cache, reusing its one JSON encoding when this
+/// watcher needs the object exactly as stored.
+fn cached_event(req: &WatchRequest, kind: &str, ev: &CacheEvent) -> Bytes {
+    if req.output != Output::Json || tug_api::convert::converts(req.rt) {
+        return event(req, kind, &ev.object);
+    }
+    let encoded = ev.encoded_object();
+    let mut line = Vec::with_capacity(encoded.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(encoded);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 fn frame(kind: &str, object: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("serializable");
     line.push(b'\n');
@@ -110,9 +126,9 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
             yield Ok(frame("BOOKMARK", &bookmark));
         }
         for ev in replay {
-            if let Some((t, obj)) = filter_event(&req, &ev) {
+            if let Some(t) = filter_event(&req, &ev) {
                 last_rev = ev.revision;
-                yield Ok(event(&req, t, &obj));
+                yield Ok(cached_event(&req, t, &ev));
             }
         }
         let mut bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
@@ -139,8 +155,8 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
                         continue;
                     }
                     last_rev = ev.revision;
-                    if let Some((t, obj)) = filter_event(&req, &ev) {
-                        yield Ok(event(&req, t, &obj));
+                    if let Some(t) = filter_event(&req, &ev) {
+                        yield Ok(cached_event(&req, t, &ev));
                     }
                 }
                 Some(Err(RecvError::Lagged(_))) => {
@@ -161,19 +177,19 @@ fn async_stream_once(b: Bytes) -> impl Stream<Item = Result<Bytes, std::io::Erro
 
 /// The event as this watcher sees it: selectors turn updates that cross the
 /// selector boundary into ADDED or DELETED, as upstream does.
-fn filter_event(req: &WatchRequest, ev: &CacheEvent) -> Option<(&'static str, Arc<Value>)> {
+fn filter_event(req: &WatchRequest, ev: &CacheEvent) -> Option<&'static str> {
     if !ev.key.starts_with(&req.prefix) {
         return None;
     }
     let now = req.filter.matches(&ev.object);
     let before = ev.prev.as_ref().map(|p| req.filter.matches(p)).unwrap_or(false);
     match ev.kind {
-        WatchEventType::Added => now.then(|| ("ADDED", ev.object.clone())),
-        WatchEventType::Deleted => (now || before).then(|| ("DELETED", ev.object.clone())),
+        WatchEventType::Added => now.then_some("ADDED"),
+        WatchEventType::Deleted => (now || before).then_some("DELETED"),
         WatchEventType::Modified => match (before, now) {
-            (true, true) => Some(("MODIFIED", ev.object.clone())),
-            (false, true) => Some(("ADDED", ev.object.clone())),
-            (true, false) => Some(("DELETED", ev.object.clone())),
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
             (false, false) => None,
         },
     }

@@ -63,7 +63,7 @@ impl TugServer {
             etcd,
             _dir: dir,
         };
-        server.spawn();
+        server.spawn_ready();
         server
     }
 
@@ -91,7 +91,18 @@ impl TugServer {
             cmd.args(["--datastore-endpoint", &e.url]);
         }
         self.child = Some(cmd.spawn().expect("spawning tug server"));
-        self.wait_ready(Duration::from_secs(60));
+    }
+
+    /// Starts the process; a server that exits during startup (its port was
+    /// taken between probing and binding) is retried on another port.
+    fn spawn_ready(&mut self) {
+        for attempt in 1..=3 {
+            self.spawn();
+            if self.wait_ready(Duration::from_secs(60)) {
+                return;
+            }
+            assert!(attempt < 3, "tug server kept exiting during startup:\n{}", self.log());
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -103,16 +114,18 @@ impl TugServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, timeout: Duration) {
+    /// `true` once ready, `false` if the process exited; panics on timeout.
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("tug server exited during startup ({status}):\n{}", self.log());
+            if self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some() {
+                self.child = None;
+                return false;
             }
             if self.kubeconfig.exists() {
                 let out = self.kubectl(&["get", "--raw", "/readyz"]);
                 if out.status.success() {
-                    return;
+                    return true;
                 }
             }
             assert!(Instant::now() < deadline, "tug server did not become ready:\n{}", self.log());
@@ -128,7 +141,7 @@ impl TugServer {
     /// same data dir and store.
     pub fn kill_and_restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_ready();
     }
 
     /// The server's process id.
@@ -163,6 +176,22 @@ impl Drop for TugServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The `tug` binary of this workspace, for crates other than `tug` (whose
+/// tests use `env!("CARGO_BIN_EXE_tug")`): `TUG_BIN`, else
+/// `<target>/debug/tug`. `cargo test --workspace` builds it before any test
+/// runs; a lone `cargo test -p <crate>` needs `cargo build -p tug` first.
+pub fn tug_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TUG_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let p = target.join("debug").join("tug");
+    assert!(p.exists(), "the tug binary is not at {}: run `cargo build -p tug` first (or set TUG_BIN)", p.display());
+    p
 }
 
 /// The kubectl under test: `TUG_TEST_KUBECTL`, else `/usr/bin/kubectl`.

@@ -118,7 +118,8 @@ struct Plan {
 impl Plan {
     fn from_args(a: ApiBenchArgs) -> anyhow::Result<Plan> {
         let q = a.quick;
-        let pick = |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
+        let pick =
+            |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
         let mut backends = Vec::new();
         for b in a.backends {
             if !backends.contains(&b) {
@@ -146,7 +147,11 @@ impl Plan {
             bail!("--list-small must be at least 10");
         }
         if plan.objects < plan.list_small {
-            bail!("--objects ({}) must be at least --list-small ({})", plan.objects, plan.list_small);
+            bail!(
+                "--objects ({}) must be at least --list-small ({})",
+                plan.objects,
+                plan.list_small
+            );
         }
         Ok(plan)
     }
@@ -179,7 +184,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// One throughput run: how many objects, how long, each request's latency.
 #[derive(Clone, Debug)]
 struct Throughput {
-    clients: usize,
     ok: usize,
     errors: usize,
     elapsed: Duration,
@@ -213,8 +217,10 @@ struct WatchResult {
     errors: usize,
     /// Sorted, microseconds: receive time minus the time just before the create request.
     from_send_us: Vec<u64>,
-    /// Sorted, microseconds: receive time minus the time the create was acknowledged (clamped at 0).
-    from_ack_us: Vec<u64>,
+    /// Sorted, microseconds: receive time minus the time the create was
+    /// acknowledged; negative when the event reached the watcher before the
+    /// create's response reached the creator.
+    from_ack_us: Vec<i64>,
     /// Creates whose event reached a watcher before the create's response did.
     before_ack: usize,
 }
@@ -236,7 +242,7 @@ struct BackendResult {
     error: Option<String>,
 }
 
-fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -251,7 +257,12 @@ async fn api_bench(plan: Plan) -> anyhow::Result<()> {
     let started = Instant::now();
     eprintln!(
         "tug bench api: backends {:?}, {} objects (small LIST {}), {} watchers x {} events, {} create connections",
-        plan.backends, plan.objects, plan.list_small, plan.watchers, plan.watch_events, plan.connections
+        plan.backends,
+        plan.objects,
+        plan.list_small,
+        plan.watchers,
+        plan.watch_events,
+        plan.connections
     );
     let mut results = Vec::new();
     for &backend in &plan.backends {
@@ -275,7 +286,10 @@ async fn api_bench(plan: Plan) -> anyhow::Result<()> {
 
 async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
-        .prefix(&format!("tug-bench-{}-", format!("{backend:?}").to_lowercase()))
+        .prefix(&format!(
+            "tug-bench-{}-",
+            format!("{backend:?}").to_lowercase()
+        ))
         .tempdir_in(&plan.work_dir)
         .with_context(|| format!("creating a temp dir in {}", plan.work_dir.display()))?;
     let counts = plan.phase_counts();
@@ -289,8 +303,13 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
             Backend::Etcd => Some(procs::start_etcd(&plan.etcd_bin, &dir).await?),
             Backend::Sqlite => None,
         };
-        let endpoint = etcd.as_ref().map(|e| e.endpoint.clone()).unwrap_or_default();
-        let store = tug_store::open(&endpoint, &dir).await.context("opening the raw store")?;
+        let endpoint = etcd
+            .as_ref()
+            .map(|e| e.endpoint.clone())
+            .unwrap_or_default();
+        let store = tug_store::open(&endpoint, &dir)
+            .await
+            .context("opening the raw store")?;
         let n1 = counts[0].1;
         eprintln!("raw store: {n1} creates, 1 task");
         let t = raw_store_creates(&store, 0..n1, 1).await?;
@@ -317,7 +336,8 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
         Backend::Sqlite => None,
     };
     eprintln!("starting tug server");
-    let mut server = procs::start_server(tmp.path(), etcd.as_ref().map(|e| e.endpoint.as_str())).await?;
+    let mut server =
+        procs::start_server(tmp.path(), etcd.as_ref().map(|e| e.endpoint.as_str())).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.guard.check_alive()?;
     let idle = server.guard.rss()?.current;
@@ -330,23 +350,41 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
     }
     let mut admin = conns[0].clone();
     for ns in ["bench-list", "bench-watch"] {
-        let body = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
-        admin.expect(Method::POST, "/api/v1/namespaces", Some(body.into()), StatusCode::CREATED).await?;
+        let body =
+            format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
+        admin
+            .expect(
+                Method::POST,
+                "/api/v1/namespaces",
+                Some(body.into()),
+                StatusCode::CREATED,
+            )
+            .await?;
     }
 
     // 3. Creates with 1, 16 and 64 clients: together they fill the small LIST.
     let mut next = 0;
     for (clients, n) in counts {
-        eprintln!("API creates: {n} ConfigMaps, {clients} clients");
+        eprintln!("API creates: {n} ConfigMaps, {clients} client(s)");
         let t = api_creates(&conns, "bench-list", next..next + n, clients).await?;
-        eprintln!("  {:.0}/s, p50 {} p99 {}", t.rate(), fmt_us(t.p(0.5)), fmt_us(t.p(0.99)));
+        eprintln!(
+            "  {:.0}/s, p50 {} p99 {}",
+            t.rate(),
+            fmt_us(t.p(0.5)),
+            fmt_us(t.p(0.99))
+        );
         next += n;
         r.api.push(t);
     }
     server.guard.check_alive()?;
     eprintln!("LIST {} ConfigMaps x {}", plan.list_small, plan.list_runs);
     let l = list_timing(&mut admin, "bench-list", plan.list_small, plan.list_runs).await?;
-    eprintln!("  p50 {:.1} ms ({} bytes)", l.p50.as_secs_f64() * 1e3, l.bytes);
+    eprintln!(
+        "  p50 {:.1} ms ({} items, {} bytes)",
+        l.p50.as_secs_f64() * 1e3,
+        l.items,
+        l.bytes
+    );
     r.list_small = Some(l);
 
     // 4. Load up to `objects` with 64 clients (the sustained figure).
@@ -354,12 +392,21 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
         let n = plan.objects - next;
         eprintln!("API creates: loading {n} more ConfigMaps, 64 clients");
         let t = api_creates(&conns, "bench-list", next..plan.objects, 64).await?;
-        eprintln!("  {:.0}/s, p50 {} p99 {}", t.rate(), fmt_us(t.p(0.5)), fmt_us(t.p(0.99)));
+        eprintln!(
+            "  {:.0}/s, p50 {} p99 {}",
+            t.rate(),
+            fmt_us(t.p(0.5)),
+            fmt_us(t.p(0.99))
+        );
         r.sustained = Some(t);
     }
     server.guard.check_alive()?;
     let loaded = server.guard.rss()?.current;
-    eprintln!("server RSS with {} objects: {}", plan.objects, fmt_mb(loaded));
+    eprintln!(
+        "server RSS with {} objects: {}",
+        plan.objects,
+        fmt_mb(loaded)
+    );
     r.rss_loaded = Some(loaded);
     if let Some(e) = &etcd {
         r.etcd_rss_loaded = Some(e.guard.rss()?.current);
@@ -367,19 +414,27 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
     if plan.objects > plan.list_small {
         eprintln!("LIST {} ConfigMaps x {}", plan.objects, plan.list_runs);
         let l = list_timing(&mut admin, "bench-list", plan.objects, plan.list_runs).await?;
-        eprintln!("  p50 {:.1} ms ({} bytes)", l.p50.as_secs_f64() * 1e3, l.bytes);
+        eprintln!(
+            "  p50 {:.1} ms ({} items, {} bytes)",
+            l.p50.as_secs_f64() * 1e3,
+            l.items,
+            l.bytes
+        );
         r.list_large = Some(l);
     }
 
     // 5. Watch fan-out.
-    eprintln!("watch: {} watchers, {} creates every {:?}", plan.watchers, plan.watch_events, plan.watch_interval);
+    eprintln!(
+        "watch: {} watchers, {} creates every {:?}",
+        plan.watchers, plan.watch_events, plan.watch_interval
+    );
     let w = watch_delivery(&server.endpoint, admin.clone(), "bench-watch", plan).await?;
     eprintln!(
-        "  delivered {}/{}, p50 {} p99 {} (from ack)",
+        "  delivered {}/{}, p50 {} p99 {} (from before the create request)",
         w.delivered,
         w.watchers * w.events,
-        fmt_us(percentile(&w.from_ack_us, 0.5)),
-        fmt_us(percentile(&w.from_ack_us, 0.99))
+        fmt_us(percentile(&w.from_send_us, 0.5)),
+        fmt_us(percentile(&w.from_send_us, 0.99))
     );
     r.watch = Some(w);
     server.guard.check_alive()?;
@@ -398,11 +453,15 @@ async fn run_backend(plan: &Plan, backend: Backend, r: &mut BackendResult) -> an
 
 /// A small ConfigMap as a client would send it (~170 bytes).
 fn configmap_body(name: &str, data: &str) -> Bytes {
-    Bytes::from(format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{data}}}"#))
+    Bytes::from(format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{data}}}"#
+    ))
 }
 
 fn small_data(i: usize) -> String {
-    format!(r#"{{"key":"value-{i:07}","other":"0123456789abcdef0123456789abcdef0123456789abcdef"}}"#)
+    format!(
+        r#"{{"key":"value-{i:07}","other":"0123456789abcdef0123456789abcdef0123456789abcdef"}}"#
+    )
 }
 
 fn cm_name(i: usize) -> String {
@@ -411,7 +470,12 @@ fn cm_name(i: usize) -> String {
 
 /// `clients` tasks create objects `range` as fast as they can, spread round
 /// robin over the HTTP/2 connections.
-async fn api_creates(conns: &[Conn], ns: &str, range: std::ops::Range<usize>, clients: usize) -> anyhow::Result<Throughput> {
+async fn api_creates(
+    conns: &[Conn],
+    ns: &str,
+    range: std::ops::Range<usize>,
+    clients: usize,
+) -> anyhow::Result<Throughput> {
     let path: Arc<str> = format!("/api/v1/namespaces/{ns}/configmaps").into();
     let next = Arc::new(AtomicUsize::new(range.start));
     let end = range.end;
@@ -436,7 +500,12 @@ async fn api_creates(conns: &[Conn], ns: &str, range: std::ops::Range<usize>, cl
                     Ok((StatusCode::CREATED, _)) => lat.push(start.elapsed().as_micros() as u64),
                     Ok((status, body)) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| format!("{status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+                        first_error.get_or_insert_with(|| {
+                            format!(
+                                "{status}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(300)])
+                            )
+                        });
                     }
                     Err(e) => {
                         errors += 1;
@@ -447,7 +516,7 @@ async fn api_creates(conns: &[Conn], ns: &str, range: std::ops::Range<usize>, cl
             (lat, errors, first_error)
         }));
     }
-    collect_throughput(clients, t0, tasks).await
+    collect_throughput(t0, tasks).await
 }
 
 /// The baseline: `tug_store::Store::create` called directly, no API server.
@@ -491,12 +560,15 @@ async fn raw_store_creates(
             (lat, errors, first_error)
         }));
     }
-    collect_throughput(clients, t0, tasks).await
+    collect_throughput(t0, tasks).await
 }
 
 type TaskOutcome = (Vec<u64>, usize, Option<String>);
 
-async fn collect_throughput(clients: usize, t0: Instant, tasks: Vec<tokio::task::JoinHandle<TaskOutcome>>) -> anyhow::Result<Throughput> {
+async fn collect_throughput(
+    t0: Instant,
+    tasks: Vec<tokio::task::JoinHandle<TaskOutcome>>,
+) -> anyhow::Result<Throughput> {
     let mut lat_us = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -514,14 +586,27 @@ async fn collect_throughput(clients: usize, t0: Instant, tasks: Vec<tokio::task:
         eprintln!("  {errors} requests failed; first: {fe}");
     }
     if lat_us.is_empty() && errors > 0 {
-        bail!("every request failed; first: {}", first_error.unwrap_or_default());
+        bail!(
+            "every request failed; first: {}",
+            first_error.unwrap_or_default()
+        );
     }
-    Ok(Throughput { clients, ok: lat_us.len(), errors, elapsed, lat_us })
+    Ok(Throughput {
+        ok: lat_us.len(),
+        errors,
+        elapsed,
+        lat_us,
+    })
 }
 
 /// Full LISTs of a namespace (no limit, resourceVersion unset, i.e. a
 /// consistent read), timed until the last body byte arrives.
-async fn list_timing(conn: &mut Conn, ns: &str, expect: usize, runs: usize) -> anyhow::Result<ListTiming> {
+async fn list_timing(
+    conn: &mut Conn,
+    ns: &str,
+    expect: usize,
+    runs: usize,
+) -> anyhow::Result<ListTiming> {
     #[derive(serde::Deserialize)]
     struct List {
         items: Vec<serde::de::IgnoredAny>,
@@ -532,7 +617,9 @@ async fn list_timing(conn: &mut Conn, ns: &str, expect: usize, runs: usize) -> a
     let mut bytes = 0;
     for run in 0..runs + 1 {
         let start = Instant::now();
-        let body = conn.expect(Method::GET, &path, None, StatusCode::OK).await?;
+        let body = conn
+            .expect(Method::GET, &path, None, StatusCode::OK)
+            .await?;
         let took = start.elapsed();
         if run == 0 {
             // Untimed warm-up run, also used to check the count.
@@ -548,19 +635,41 @@ async fn list_timing(conn: &mut Conn, ns: &str, expect: usize, runs: usize) -> a
     }
     times.sort_unstable();
     let p50 = times[(times.len() - 1) / 2];
-    Ok(ListTiming { items, bytes, p50, min: times[0], max: *times.last().expect("runs >= 1") })
+    Ok(ListTiming {
+        items,
+        bytes,
+        p50,
+        min: times[0],
+        max: *times.last().expect("runs >= 1"),
+    })
 }
 
 /// `watchers` real HTTPS watches on one namespace (many streams per HTTP/2
 /// connection), then `watch_events` creates from one client at a fixed pace,
 /// each carrying its index; every watcher records when each event arrives.
-async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan) -> anyhow::Result<WatchResult> {
+async fn watch_delivery(
+    ep: &Endpoint,
+    mut creator: Conn,
+    ns: &str,
+    plan: &Plan,
+) -> anyhow::Result<WatchResult> {
     let watchers = plan.watchers;
     let events = plan.watch_events;
     // Start from the namespace's current resourceVersion, as an informer does after its LIST.
-    let list = creator.expect(Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps"), None, StatusCode::OK).await?;
+    let list = creator
+        .expect(
+            Method::GET,
+            &format!("/api/v1/namespaces/{ns}/configmaps"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
     let list: serde_json::Value = serde_json::from_slice(&list)?;
-    let rv = list.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).context("LIST without resourceVersion")?.to_string();
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(|v| v.as_str())
+        .context("LIST without resourceVersion")?
+        .to_string();
 
     let nconns = watchers.div_ceil(plan.watch_streams_per_conn).max(1);
     let mut conns = Vec::new();
@@ -569,7 +678,9 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
     }
     let base = Instant::now();
     // Long enough for every event to be created and then some.
-    let deadline = tokio::time::Instant::now() + plan.watch_interval * events as u32 + Duration::from_secs(60 + watchers as u64 / 20);
+    let deadline = tokio::time::Instant::now()
+        + plan.watch_interval * events as u32
+        + Duration::from_secs(60 + watchers as u64 / 20);
     let path = format!("/api/v1/namespaces/{ns}/configmaps?watch=true&resourceVersion={rv}");
     let opened = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -585,7 +696,9 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
             let resp = match conn.request(Method::GET, &path, None).await {
                 Ok(r) if r.status() == StatusCode::OK => r,
                 Ok(r) => {
-                    let _ = ready_tx.send(Err(anyhow::anyhow!("watch answered {}", r.status()))).await;
+                    let _ = ready_tx
+                        .send(Err(anyhow::anyhow!("watch answered {}", r.status())))
+                        .await;
                     return (got, 1);
                 }
                 Err(e) => {
@@ -608,14 +721,19 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
                     }
                 };
                 let now = base.elapsed().as_micros() as u64;
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 buf.extend_from_slice(&data);
                 while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
                     if let Some(pos) = find(&line, marker) {
                         let rest = &line[pos + marker.len()..];
                         let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
-                        if let Some(idx) = std::str::from_utf8(&rest[..end]).ok().and_then(|s| s.parse::<u32>().ok()) {
+                        if let Some(idx) = std::str::from_utf8(&rest[..end])
+                            .ok()
+                            .and_then(|s| s.parse::<u32>().ok())
+                        {
                             got.push((idx, now));
                         }
                     } else if find(&line, b"\"type\":\"ERROR\"").is_some() {
@@ -646,7 +764,10 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
     if opened == 0 {
         bail!("no watch could be opened");
     }
-    eprintln!("  {opened} watches open after {:.1} s; creating", base.elapsed().as_secs_f64());
+    eprintln!(
+        "  {opened} watches open after {:.1} s; creating",
+        base.elapsed().as_secs_f64()
+    );
 
     let path = format!("/api/v1/namespaces/{ns}/configmaps");
     let mut sent = vec![0u64; events];
@@ -656,7 +777,14 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
         tokio::time::sleep_until(pace_start + plan.watch_interval * i as u32).await;
         let data = format!(r#"{{"bench-idx":"{i}","payload":"0123456789abcdef0123456789abcdef"}}"#);
         sent[i] = base.elapsed().as_micros() as u64;
-        creator.expect(Method::POST, &path, Some(configmap_body(&format!("w-{i:05}"), &data)), StatusCode::CREATED).await?;
+        creator
+            .expect(
+                Method::POST,
+                &path,
+                Some(configmap_body(&format!("w-{i:05}"), &data)),
+                StatusCode::CREATED,
+            )
+            .await?;
         acked[i] = base.elapsed().as_micros() as u64;
     }
     let mut from_send_us = Vec::with_capacity(watchers * events);
@@ -667,10 +795,12 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
         let (got, e) = t.await.context("a watcher panicked")?;
         errors += e;
         for (idx, at) in got {
-            let Some(&s) = sent.get(idx as usize) else { continue };
+            let Some(&s) = sent.get(idx as usize) else {
+                continue;
+            };
             let a = acked[idx as usize];
             from_send_us.push(at.saturating_sub(s));
-            from_ack_us.push(at.saturating_sub(a));
+            from_ack_us.push(at as i64 - a as i64);
             if at < a {
                 before_ack += 1;
             }
@@ -678,7 +808,15 @@ async fn watch_delivery(ep: &Endpoint, mut creator: Conn, ns: &str, plan: &Plan)
     }
     from_send_us.sort_unstable();
     from_ack_us.sort_unstable();
-    Ok(WatchResult { watchers, events, delivered: from_send_us.len(), errors, from_send_us, from_ack_us, before_ack })
+    Ok(WatchResult {
+        watchers,
+        events,
+        delivered: from_send_us.len(),
+        errors,
+        from_send_us,
+        from_ack_us,
+        before_ack,
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -693,6 +831,13 @@ fn fmt_us(us: Option<u64>) -> String {
         None => "–".into(),
         Some(us) if us < 10_000 => format!("{:.2} ms", us as f64 / 1e3),
         Some(us) => format!("{:.1} ms", us as f64 / 1e3),
+    }
+}
+
+fn fmt_signed_us(us: Option<i64>) -> String {
+    match us {
+        Some(us) if us < 0 => format!("−{}", fmt_us(Some(us.unsigned_abs()))),
+        other => fmt_us(other.map(|u| u as u64)),
     }
 }
 
@@ -742,7 +887,12 @@ struct Row {
 }
 
 fn row(metric: impl Into<String>, cell: impl Fn(&BackendResult) -> String + 'static) -> Row {
-    Row { metric: metric.into(), goal: "", cell: Box::new(cell), check: None }
+    Row {
+        metric: metric.into(),
+        goal: "",
+        cell: Box::new(cell),
+        check: None,
+    }
 }
 
 fn goal_row(
@@ -752,7 +902,12 @@ fn goal_row(
     check: Check,
     cell: impl Fn(&BackendResult) -> String + 'static,
 ) -> Row {
-    Row { metric: metric.into(), goal, cell: Box::new(cell), check: Some((check, applies)) }
+    Row {
+        metric: metric.into(),
+        goal,
+        cell: Box::new(cell),
+        check: Some((check, applies)),
+    }
 }
 
 const BOTH: &[Backend] = &[Backend::Sqlite, Backend::Etcd];
@@ -769,14 +924,20 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
     let large = fmt_count(plan.objects);
     let na = || "–".to_string();
     let mut rows: Vec<Row> = Vec::new();
-    rows.push(row("raw store creates/s, 1 task (tug-store direct, baseline)", move |r| {
-        r.raw1.as_ref().map(throughput_cell).unwrap_or_else(na)
-    }));
-    rows.push(row("raw store creates/s, 64 tasks (tug-store direct, baseline)", move |r| {
-        r.raw64.as_ref().map(throughput_cell).unwrap_or_else(na)
-    }));
+    rows.push(row(
+        "raw store creates/s, 1 task (tug-store direct, baseline)",
+        move |r| r.raw1.as_ref().map(throughput_cell).unwrap_or_else(na),
+    ));
+    rows.push(row(
+        "raw store creates/s, 64 tasks (tug-store direct, baseline)",
+        move |r| r.raw64.as_ref().map(throughput_cell).unwrap_or_else(na),
+    ));
     for (i, (clients, n)) in counts.iter().enumerate() {
-        let metric = format!("API creates/s, {clients} client{} ({} objects)", if *clients == 1 { "" } else { "s" }, fmt_count(*n));
+        let metric = format!(
+            "API creates/s, {clients} client{} ({} objects)",
+            if *clients == 1 { "" } else { "s" },
+            fmt_count(*n)
+        );
         if *clients == 64 {
             rows.push(goal_row(
                 metric,
@@ -786,23 +947,39 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
                 move |r| r.api.get(i).map(throughput_cell).unwrap_or_else(na),
             ));
         } else {
-            rows.push(row(metric, move |r| r.api.get(i).map(throughput_cell).unwrap_or_else(na)));
+            rows.push(row(metric, move |r| {
+                r.api.get(i).map(throughput_cell).unwrap_or_else(na)
+            }));
         }
     }
-    rows.push(row("  API / raw store, 1 client", |r| match (r.api.first(), &r.raw1) {
-        (Some(a), Some(b)) => format!("{:.2}x", a.rate() / b.rate()),
-        _ => "–".into(),
+    rows.push(row("  API / raw store, 1 client", |r| {
+        match (r.api.first(), &r.raw1) {
+            (Some(a), Some(b)) => format!("{:.2}x", a.rate() / b.rate()),
+            _ => "–".into(),
+        }
     }));
-    rows.push(row("  API / raw store, 64 clients", |r| match (r.api.get(2), &r.raw64) {
-        (Some(a), Some(b)) => format!("{:.2}x", a.rate() / b.rate()),
-        _ => "–".into(),
+    rows.push(row("  API / raw store, 64 clients", |r| {
+        match (r.api.get(2), &r.raw64) {
+            (Some(a), Some(b)) => format!("{:.2}x", a.rate() / b.rate()),
+            _ => "–".into(),
+        }
     }));
     rows.push(goal_row(
         "create latency p50 / p99, 64 clients",
         "p99 < 50 ms",
         BOTH,
-        |r| r.api.get(2).and_then(|t| t.p(0.99)).map(|p| p < GOAL_P99_US),
-        |r| r.api.get(2).map(|t| format!("{} / {}", fmt_us(t.p(0.5)), fmt_us(t.p(0.99)))).unwrap_or_else(|| "–".into()),
+        |r| {
+            r.api
+                .get(2)
+                .and_then(|t| t.p(0.99))
+                .map(|p| p < GOAL_P99_US)
+        },
+        |r| {
+            r.api
+                .get(2)
+                .map(|t| format!("{} / {}", fmt_us(t.p(0.5)), fmt_us(t.p(0.99))))
+                .unwrap_or_else(|| "–".into())
+        },
     ));
     if plan.objects > plan.list_small {
         rows.push(goal_row(
@@ -816,8 +993,18 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
             "create latency p50 / p99, 64 clients, sustained",
             "p99 < 50 ms",
             BOTH,
-            |r| r.sustained.as_ref().and_then(|t| t.p(0.99)).map(|p| p < GOAL_P99_US),
-            |r| r.sustained.as_ref().map(|t| format!("{} / {}", fmt_us(t.p(0.5)), fmt_us(t.p(0.99)))).unwrap_or_else(|| "–".into()),
+            |r| {
+                r.sustained
+                    .as_ref()
+                    .and_then(|t| t.p(0.99))
+                    .map(|p| p < GOAL_P99_US)
+            },
+            |r| {
+                r.sustained
+                    .as_ref()
+                    .map(|t| format!("{} / {}", fmt_us(t.p(0.5)), fmt_us(t.p(0.99))))
+                    .unwrap_or_else(|| "–".into())
+            },
         ));
     }
     let list_cell = |l: Option<&ListTiming>| {
@@ -832,45 +1019,92 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
         })
         .unwrap_or_else(|| "–".into())
     };
-    rows.push(row(format!("LIST {small} ConfigMaps, p50 of {} (consistent read)", plan.list_runs), move |r| {
-        list_cell(r.list_small.as_ref())
-    }));
+    rows.push(row(
+        format!(
+            "LIST {small} ConfigMaps, p50 of {} (consistent read)",
+            plan.list_runs
+        ),
+        move |r| list_cell(r.list_small.as_ref()),
+    ));
     if plan.objects > plan.list_small {
-        rows.push(row(format!("LIST {large} ConfigMaps, p50 of {} (consistent read)", plan.list_runs), move |r| {
-            list_cell(r.list_large.as_ref())
-        }));
+        rows.push(row(
+            format!(
+                "LIST {large} ConfigMaps, p50 of {} (consistent read)",
+                plan.list_runs
+            ),
+            move |r| list_cell(r.list_large.as_ref()),
+        ));
     }
     let watchers = fmt_count(plan.watchers);
-    rows.push(row(format!("watch delivery p50 / p99, {watchers} watchers (from create ack)"), |r| {
-        r.watch
-            .as_ref()
-            .map(|w| format!("{} / {}", fmt_us(percentile(&w.from_ack_us, 0.5)), fmt_us(percentile(&w.from_ack_us, 0.99))))
-            .unwrap_or_else(|| "–".into())
-    }));
-    rows.push(row(format!("watch delivery p50 / p99, {watchers} watchers (from before create request)"), |r| {
-        r.watch
-            .as_ref()
-            .map(|w| format!("{} / {}", fmt_us(percentile(&w.from_send_us, 0.5)), fmt_us(percentile(&w.from_send_us, 0.99))))
-            .unwrap_or_else(|| "–".into())
-    }));
+    rows.push(row(
+        format!("watch delivery p50 / p99, {watchers} watchers (from before create request)"),
+        |r| {
+            r.watch
+                .as_ref()
+                .map(|w| {
+                    format!(
+                        "{} / {}",
+                        fmt_us(percentile(&w.from_send_us, 0.5)),
+                        fmt_us(percentile(&w.from_send_us, 0.99))
+                    )
+                })
+                .unwrap_or_else(|| "–".into())
+        },
+    ));
+    rows.push(row(
+        format!("  same, measured from the create's response (ack)"),
+        |r| {
+            r.watch
+                .as_ref()
+                .map(|w| {
+                    format!(
+                        "{} / {}",
+                        fmt_signed_us(percentile(&w.from_ack_us, 0.5)),
+                        fmt_signed_us(percentile(&w.from_ack_us, 0.99))
+                    )
+                })
+                .unwrap_or_else(|| "–".into())
+        },
+    ));
     rows.push(row("  watch events delivered (errors)", |r| {
         r.watch
             .as_ref()
-            .map(|w| format!("{} / {} ({})", fmt_count(w.delivered), fmt_count(w.watchers * w.events), w.errors))
+            .map(|w| {
+                format!(
+                    "{} / {} ({})",
+                    fmt_count(w.delivered),
+                    fmt_count(w.watchers * w.events),
+                    w.errors
+                )
+            })
             .unwrap_or_else(|| "–".into())
     }));
-    rows.push(goal_row("server RSS, idle after start", "< 100 MB", BOTH, |r| r.rss_idle.map(|v| v < GOAL_IDLE_RSS), |r| {
-        r.rss_idle.map(fmt_mb).unwrap_or_else(|| "–".into())
+    rows.push(goal_row(
+        "server RSS, idle after start",
+        "< 100 MB",
+        BOTH,
+        |r| r.rss_idle.map(|v| v < GOAL_IDLE_RSS),
+        |r| r.rss_idle.map(fmt_mb).unwrap_or_else(|| "–".into()),
+    ));
+    rows.push(row(format!("server RSS, {large} objects loaded"), |r| {
+        r.rss_loaded.map(fmt_mb).unwrap_or_else(|| "–".into())
     }));
-    rows.push(row(format!("server RSS, {large} objects loaded"), |r| r.rss_loaded.map(fmt_mb).unwrap_or_else(|| "–".into())));
-    rows.push(row("server peak RSS (VmHWM, end of run)", |r| r.rss_peak.map(fmt_mb).unwrap_or_else(|| "–".into())));
+    rows.push(row("server peak RSS (VmHWM, end of run)", |r| {
+        r.rss_peak.map(fmt_mb).unwrap_or_else(|| "–".into())
+    }));
     if results.iter().any(|(b, _)| *b == Backend::Etcd) {
-        rows.push(row(format!("etcd RSS, {large} objects loaded"), |r| r.etcd_rss_loaded.map(fmt_mb).unwrap_or_else(|| "–".into())));
+        rows.push(row(format!("etcd RSS, {large} objects loaded"), |r| {
+            r.etcd_rss_loaded.map(fmt_mb).unwrap_or_else(|| "–".into())
+        }));
     }
-    rows.push(row("wall time of this backend's run", |r| format!("{:.0} s", r.seconds)));
+    rows.push(row("wall time of this backend's run", |r| {
+        format!("{:.0} s", r.seconds)
+    }));
 
     let mut table = Table::new();
-    table.load_preset(presets::ASCII_MARKDOWN).set_content_arrangement(ContentArrangement::Disabled);
+    table
+        .load_preset(presets::ASCII_MARKDOWN)
+        .set_content_arrangement(ContentArrangement::Disabled);
     let mut header = vec![Cell::new("metric"), Cell::new("goal")];
     for (b, _) in results {
         header.push(Cell::new(b.label()));
@@ -885,8 +1119,11 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
         let verdict = match &row.check {
             None => String::new(),
             Some((check, applies)) => {
-                let parts: Vec<(Backend, Option<bool>)> =
-                    results.iter().filter(|(b, _)| applies.contains(b)).map(|(b, r)| (*b, check(r))).collect();
+                let parts: Vec<(Backend, Option<bool>)> = results
+                    .iter()
+                    .filter(|(b, _)| applies.contains(b))
+                    .map(|(b, r)| (*b, check(r)))
+                    .collect();
                 let word = |v: Option<bool>| match v {
                     Some(true) => "PASS",
                     Some(false) => "FAIL",
@@ -895,7 +1132,11 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
                 match parts.as_slice() {
                     [] => "n/a".into(),
                     [(_, v)] if applies.len() == 1 => word(*v).into(),
-                    _ => parts.iter().map(|(b, v)| format!("{}: {}", format!("{b:?}").to_lowercase(), word(*v))).collect::<Vec<_>>().join(", "),
+                    _ => parts
+                        .iter()
+                        .map(|(b, v)| format!("{}: {}", format!("{b:?}").to_lowercase(), word(*v)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }
             }
         };
@@ -910,7 +1151,9 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
 }
 
 fn footnotes(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration) -> Vec<String> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut n = vec![
         format!(
             "* Machine: {cores} CPU cores shared by the bench client, the server{} — client TLS/JSON work competes with the server, so these figures understate a server on its own cores.",
@@ -925,7 +1168,7 @@ fn footnotes(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration)
         "* Creates are durable: a 201 means committed (SQLite synchronous=FULL with group commit; etcd fsyncs its WAL). Objects are small ConfigMaps (~170-byte request bodies). The 1/16/64-client runs together fill the small LIST namespace; the sustained run loads the rest.".into(),
         "* Raw store baseline: tug_store::open + Store::create called directly in this process on a fresh store (SQLite file / fresh etcd), values shaped like the API server's stored ConfigMaps; the ratio rows are API creates/s divided by it.".into(),
         format!(
-            "* LIST: GET /api/v1/namespaces/bench-list/configmaps, no limit, resourceVersion unset (consistent read), application/json; timed until the last body byte; one untimed warm-up run first. Watch: {} watchers (GET ...?watch=true&resourceVersion=<LIST rv>) on an empty namespace, then {} creates from one client every {:?}; latency is the time from the create's response (or from just before its request) to each watcher receiving the event line.",
+            "* LIST: GET /api/v1/namespaces/bench-list/configmaps, no limit, resourceVersion unset (consistent read), application/json; timed until the last body byte; one untimed warm-up run first. Watch: {} watchers (GET ...?watch=true&resourceVersion=<LIST rv>) on an empty namespace, then {} creates from one client every {:?}; latency is the time from just before the create request to each watcher receiving the event line (second row: from the creator receiving the 201; negative = the watcher had the event first).",
             plan.watchers, plan.watch_events, plan.watch_interval
         ),
         format!("* RSS: VmRSS / VmHWM of the server process from /proc/PID/status; idle = 2 s after /readyz. Data dirs under {} ({}).", plan.work_dir.display(), fs_type(&plan.work_dir)),
@@ -933,15 +1176,20 @@ fn footnotes(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration)
     ];
     for (b, r) in results {
         if let Some(e) = &r.error {
-            n.push(format!("* {} FAILED (figures above are those measured before the failure): {}", b.label(), e.lines().next().unwrap_or("")));
+            n.push(format!(
+                "* {} FAILED (figures above are those measured before the failure): {}",
+                b.label(),
+                e.lines().next().unwrap_or("")
+            ));
         }
         if let Some(w) = &r.watch
             && w.before_ack > 0
         {
             n.push(format!(
-                "* {}: {} watch deliveries arrived before the create's response (counted as 0 ms from ack).",
+                "* {}: {} of {} watch deliveries arrived before the create's response reached the creator (negative 'from create ack' values).",
                 b.label(),
-                fmt_count(w.before_ack)
+                fmt_count(w.before_ack),
+                fmt_count(w.delivered)
             ));
         }
     }
@@ -955,7 +1203,9 @@ fn fs_type(path: &Path) -> String {
     let mut best: Option<(usize, String)> = None;
     for line in mounts.lines() {
         let mut f = line.split_whitespace();
-        let (Some(_dev), Some(mnt), Some(ty)) = (f.next(), f.next(), f.next()) else { continue };
+        let (Some(_dev), Some(mnt), Some(ty)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
         if path.starts_with(mnt) && best.as_ref().is_none_or(|(len, _)| mnt.len() > *len) {
             best = Some((mnt.len(), ty.to_string()));
         }

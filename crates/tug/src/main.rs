@@ -30,6 +30,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the controllers (garbage collector, namespace) against a cluster.
+    ControllerManager {
+        /// Kubeconfig of the cluster to manage.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+    },
     /// Benchmarks that print a table (`tug bench api`).
     Bench(bench::BenchArgs),
 }
@@ -82,6 +88,14 @@ fn main() -> anyhow::Result<()> {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run_server(args))
+        }
+        Command::ControllerManager { kubeconfig } => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = client_from_kubeconfig(&kubeconfig).await?;
+                tug_controllers::run_all(client, shutdown_signal()).await
+            })
         }
         Command::Bench(args) => {
             init_tracing();
@@ -140,11 +154,31 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if !args.disable_agent {
         tracing::warn!("the node agent is not built yet; running the control plane only (as with --disable-agent)");
     }
+    // The controllers are clients like any other: they reach the API server
+    // over HTTPS with a kubeconfig, even in the same process.
+    let client = client_from_kubeconfig(&kubeconfig_path).await?;
+    let controllers = tokio::spawn(tug_controllers::run_all(client, shutdown_signal()));
     tokio::select! {
         r = server.wait() => r,
-        _ = tokio::signal::ctrl_c() => {
+        r = controllers => {
+            r??;
             tracing::info!("shutting down");
             Ok(())
         }
     }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }

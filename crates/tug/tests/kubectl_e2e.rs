@@ -217,11 +217,34 @@ fn delete(s: &TugServer) {
     assert!(held["metadata"]["deletionTimestamp"].is_string());
     ok(s, &["patch", "cm", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
     assert!(fails(s, &["get", "cm", "held"]).contains("not found"));
-    // Cascading flags reach the server as propagation policies.
-    apply(s, DEPLOYMENT, &[]);
-    ok(s, &["delete", "deploy", "web", "--cascade=foreground", "--wait=false"]);
-    let d = json(s, &["get", "deploy", "web"]);
-    assert_eq!(d["metadata"]["finalizers"], serde_json::json!(["foregroundDeletion"]));
+    // Cascade flags: the garbage collector (run by `tug server`) honours them.
+    for (flag, dependent_survives) in [("--cascade=orphan", true), ("--cascade=background", false), ("--cascade=foreground", false)] {
+        apply(s, DEPLOYMENT, &[]);
+        let uid = ok(s, &["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]);
+        let rs = format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-1\n  labels: {{app: web}}\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true, blockOwnerDeletion: true}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: c, image: busybox}}]\n"
+        );
+        apply(s, &rs, &[]);
+        ok(s, &["delete", "deploy", "web", flag, "--timeout=30s"]);
+        assert!(fails(s, &["get", "deploy", "web"]).contains("not found"), "{flag}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = s.kubectl(&["get", "rs", "web-1", "-o", "json"]);
+            let present = out.status.success();
+            if dependent_survives {
+                assert!(present, "{flag}: the ReplicaSet must survive");
+                let rs: Value = serde_json::from_slice(&out.stdout).unwrap();
+                if rs["metadata"]["ownerReferences"].as_array().map(|a| a.is_empty()).unwrap_or(true) {
+                    ok(s, &["delete", "rs", "web-1"]);
+                    break;
+                }
+            } else if !present {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{flag}: dependent not handled in 30s:\n{}", text(&out.stdout));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     // dry run deletes nothing
     apply(s, &configmap("kept", "x"), &[]);
     ok(s, &["delete", "cm", "kept", "--dry-run=server"]);
@@ -286,11 +309,20 @@ fn namespaces(s: &TugServer) {
     assert!(text(&out.stderr).contains("namespaces \"nowhere\" not found"), "{}", text(&out.stderr));
     let err = fails(s, &["create", "namespace", "Bad_NS"]);
     assert!(err.contains("metadata.name") && err.contains("RFC 1123"), "{err}");
-    // Deletion marks the namespace Terminating; its controller empties it.
-    ok(s, &["delete", "ns", "team-a", "--wait=false"]);
-    assert_eq!(ok(s, &["get", "ns", "team-a", "-o", "jsonpath={.status.phase}"]), "Terminating");
-    let out = with_stdin(s, &["apply", "-n", "team-a", "-f", "-"], &configmap("late", "1"));
+    // Deletion marks the namespace Terminating: nothing new may be created
+    // in it, its controller empties it, and then it is gone.
+    ok(s, &["create", "namespace", "team-b"]);
+    let out = with_stdin(s, &["apply", "-n", "team-b", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(s, &["delete", "ns", "team-b", "--wait=false"]);
+    assert_eq!(ok(s, &["get", "ns", "team-b", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    let out = with_stdin(s, &["apply", "-n", "team-b", "-f", "-"], &configmap("late", "1"));
     assert!(text(&out.stderr).contains("because it is being terminated"), "{}", text(&out.stderr));
+    ok(s, &["patch", "cm", "held", "-n", "team-b", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    ok(s, &["delete", "ns", "team-a", "--timeout=60s"]);
+    ok(s, &["wait", "--for=delete", "ns/team-b", "--timeout=60s"]);
+    assert!(fails(s, &["get", "ns", "team-a"]).contains("not found"));
+    assert!(fails(s, &["get", "cm", "in-a", "-n", "team-a"]).contains("not found"));
 }
 
 fn configmaps_and_secrets(s: &TugServer) {

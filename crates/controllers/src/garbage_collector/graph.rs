@@ -138,11 +138,10 @@ impl AbsentOwners {
     fn add(&mut self, id: Identity) {
         if self.set.insert(id.clone()) {
             self.order.push_back(id);
-            if self.order.len() > ABSENT_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
+            if self.order.len() > ABSENT_CAPACITY
+                && let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                 }
-            }
         }
     }
 }
@@ -220,21 +219,19 @@ impl Graph {
             // something that does not exist; let the workers check them.
             let (_, nonmatching) = self.partition_dependents(&deps, &obj.identity);
             for dep in nonmatching {
-                if let (Some(ns), Some(d)) = (&obj.identity.namespace, self.nodes.get(&dep)) {
-                    if d.identity.namespace.as_ref() != Some(ns) {
+                if let (Some(ns), Some(d)) = (&obj.identity.namespace, self.nodes.get(&dep))
+                    && d.identity.namespace.as_ref() != Some(ns) {
                         tracing::warn!(item = %d.identity, owner = %obj.identity, "object references an owner in another namespace");
                     }
-                }
                 fx.delete(&dep);
             }
             tracing::debug!(observed = %obj.identity, "replacing a virtual node with the observed object");
         }
-        if let Some(existing) = self.nodes.get_mut(&uid) {
-            if !existing.observed {
+        if let Some(existing) = self.nodes.get_mut(&uid)
+            && !existing.observed {
                 existing.identity = obj.identity.clone();
                 existing.observed = true;
             }
-        }
 
         if !self.nodes.contains_key(&uid) {
             self.nodes.insert(
@@ -427,12 +424,11 @@ impl Graph {
                             fx.delete(d);
                         }
                     }
-                    if self.nodes[&id.uid].identity == *id {
-                        if let Some(alt) = self.alternate_identity(&nonmatching, id) {
+                    if self.nodes[&id.uid].identity == *id
+                        && let Some(alt) = self.alternate_identity(&nonmatching, id) {
                             self.nodes.get_mut(&id.uid).expect("present").identity = alt;
                             fx.rate_limited.push(Work::Delete(id.uid.clone()));
                         }
-                    }
                 }
             } else if existing.identity != *id {
                 // A real object exists under other coordinates: only the
@@ -602,6 +598,30 @@ mod tests {
         assert!(g.node("u1").is_some());
         assert_eq!(fx.now, vec![Work::Delete("u2".into())], "the dependent that used those coordinates lost its owner");
         assert!(g.is_absent(&Identity { namespace: Some("b".into()), ..owner }));
+    }
+
+    #[test]
+    fn virtual_owner_named_two_ways_tries_each_identity() {
+        let mut g = Graph::new();
+        let as_cm = id("ConfigMap", Some("ns"), "x", "ux");
+        let as_secret = id("Secret", Some("ns"), "x", "ux");
+        let a = id("ConfigMap", Some("ns"), "a", "ua");
+        let b = id("ConfigMap", Some("ns"), "b", "ub");
+        g.apply(Change::Upsert(obs(&a, vec![oref(&as_cm, false)])));
+        g.apply(Change::Upsert(obs(&b, vec![oref(&as_secret, false)])));
+        assert_eq!(g.node("ux").unwrap().identity, as_cm, "the first reference names the virtual node");
+        // The ConfigMap coordinates are verified absent: only `a` lost its
+        // owner; the node stays, now guessed as the Secret, checked later.
+        let fx = g.apply(Change::VirtualDelete(as_cm.clone()));
+        assert_eq!(fx.now, vec![Work::Delete("ua".into())]);
+        assert_eq!(fx.rate_limited, vec![Work::Delete("ux".into())]);
+        assert_eq!(g.node("ux").unwrap().identity, as_secret);
+        assert!(g.is_absent(&as_cm));
+        // Once `a` is gone, the Secret guess being absent too removes the node.
+        g.apply(Change::Delete(obs(&a, vec![oref(&as_cm, false)])));
+        let fx = g.apply(Change::VirtualDelete(as_secret));
+        assert_eq!(fx.now, vec![Work::Delete("ub".into())]);
+        assert!(g.node("ux").is_none());
     }
 
     #[test]

@@ -304,9 +304,9 @@ pub enum GcError {
     #[error("the API server serves no resource for {api_version} {kind}")]
     UnknownKind { api_version: String, kind: String },
     #[error("cluster-scoped {item} names a namespaced owner ({owner_kind} {owner_name}); the reference can never resolve and is ignored")]
-    NamespacedOwnerOfClusterScoped { item: Identity, owner_kind: String, owner_name: String },
+    NamespacedOwnerOfClusterScoped { item: Box<Identity>, owner_kind: String, owner_name: String },
     #[error("{0} kept changing under us (409 Conflict after retries)")]
-    Conflict(Identity),
+    Conflict(Box<Identity>),
     #[error(transparent)]
     Api(#[from] kube::Error),
 }
@@ -432,7 +432,7 @@ impl Collector {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(GcError::Conflict(id.clone()))
+        Err(GcError::Conflict(Box::new(id.clone())))
     }
 
     /// Removes the references to `owner_uids` from `id`'s ownerReferences.
@@ -493,7 +493,7 @@ impl Collector {
             .ok_or_else(|| GcError::UnknownKind { api_version: reference.api_version.clone(), kind: reference.kind.clone() })?;
         if item.namespace.is_none() && r.namespaced {
             return Err(GcError::NamespacedOwnerOfClusterScoped {
-                item: item.clone(),
+                item: Box::new(item.clone()),
                 owner_kind: reference.kind.clone(),
                 owner_name: reference.name.clone(),
             });

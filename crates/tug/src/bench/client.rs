@@ -68,21 +68,34 @@ pub struct Endpoint {
 impl Endpoint {
     /// Reads the first cluster and user of a kubeconfig written by `tug server`.
     pub fn from_kubeconfig(path: &Path) -> anyhow::Result<Endpoint> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let kc: Kubeconfig = serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let cluster = &kc.clusters.first().context("kubeconfig has no cluster")?.cluster;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let kc: Kubeconfig =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let cluster = &kc
+            .clusters
+            .first()
+            .context("kubeconfig has no cluster")?
+            .cluster;
         let user = &kc.users.first().context("kubeconfig has no user")?.user;
-        let decode = |what: &str, s: &str| STANDARD.decode(s.trim()).with_context(|| format!("decoding {what}"));
+        let decode = |what: &str, s: &str| {
+            STANDARD
+                .decode(s.trim())
+                .with_context(|| format!("decoding {what}"))
+        };
         let ca = decode("certificate-authority-data", &cluster.ca)?;
         let cert = decode("client-certificate-data", &user.cert)?;
         let key = decode("client-key-data", &user.key)?;
 
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.context("CA certificate PEM")?).context("adding the CA certificate")?;
+            roots
+                .add(c.context("CA certificate PEM")?)
+                .context("adding the CA certificate")?;
         }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&cert).collect::<Result<_, _>>().context("client certificate PEM")?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<_, _>>()
+            .context("client certificate PEM")?;
         let key = PrivateKeyDer::from_pem_slice(&key).context("client key PEM")?;
         let mut tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -91,15 +104,26 @@ impl Endpoint {
         tls.alpn_protocols = vec![b"h2".to_vec()];
 
         let base = cluster.server.trim_end_matches('/').to_string();
-        let hostport = base.strip_prefix("https://").ok_or_else(|| anyhow!("server {base} is not https"))?;
-        let addr: SocketAddr = hostport.parse().with_context(|| format!("server address {hostport}"))?;
+        let hostport = base
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow!("server {base} is not https"))?;
+        let addr: SocketAddr = hostport
+            .parse()
+            .with_context(|| format!("server address {hostport}"))?;
         let server_name = ServerName::IpAddress(addr.ip().into());
-        Ok(Endpoint { addr, base, server_name, tls: Arc::new(tls) })
+        Ok(Endpoint {
+            addr,
+            base,
+            server_name,
+            tls: Arc::new(tls),
+        })
     }
 
     /// Opens one TLS connection speaking HTTP/2.
     pub async fn connect(&self) -> anyhow::Result<Conn> {
-        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true)?;
         let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
@@ -117,7 +141,10 @@ impl Endpoint {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn { send, base: self.base.clone() })
+        Ok(Conn {
+            send,
+            base: self.base.clone(),
+        })
     }
 }
 
@@ -130,7 +157,12 @@ pub struct Conn {
 
 impl Conn {
     /// Sends a request and returns the response with its body unread.
-    pub async fn request(&mut self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Response<Incoming>> {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Response<Incoming>> {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
@@ -144,18 +176,37 @@ impl Conn {
     }
 
     /// Sends a request and reads the whole response body.
-    pub async fn call(&mut self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<(StatusCode, Bytes)> {
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let resp = self.request(method, path, body).await?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the response body")?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response body")?
+            .to_bytes();
         Ok((status, bytes))
     }
 
     /// Like [`Conn::call`], but fails unless the status is `want`.
-    pub async fn expect(&mut self, method: Method, path: &str, body: Option<Bytes>, want: StatusCode) -> anyhow::Result<Bytes> {
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        want: StatusCode,
+    ) -> anyhow::Result<Bytes> {
         let (status, bytes) = self.call(method.clone(), path, body).await?;
         if status != want {
-            bail!("{method} {path}: {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(400)]));
+            bail!(
+                "{method} {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(400)])
+            );
         }
         Ok(bytes)
     }

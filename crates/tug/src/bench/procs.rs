@@ -26,10 +26,13 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<ChildGuard> {
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
         Ok(ChildGuard { name, child, log })
     }
 
@@ -40,7 +43,11 @@ impl ChildGuard {
     /// Fails when the child has exited, with the end of its log.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); last lines of its log:\n{}", self.name, self.log_tail(30));
+            bail!(
+                "{} exited ({status}); last lines of its log:\n{}",
+                self.name,
+                self.log_tail(30)
+            );
         }
         Ok(())
     }
@@ -71,13 +78,25 @@ pub struct Rss {
 }
 
 pub fn read_rss(pid: u32) -> anyhow::Result<Rss> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading /proc/PID/status")?;
     let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        let kb: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().with_context(|| format!("parsing {line}"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {line}"))?;
         Ok(kb * 1024)
     };
-    Ok(Rss { current: field("VmRSS:")?, peak: field("VmHWM:")? })
+    Ok(Rss {
+        current: field("VmRSS:")?,
+        peak: field("VmHWM:")?,
+    })
 }
 
 /// A single-member etcd on loopback ports with its data in `dir`.
@@ -123,11 +142,17 @@ pub async fn start_etcd(bin: &Path, dir: &Path) -> anyhow::Result<Etcd> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("etcd did not become ready in 30 s; last lines of its log:\n{}", guard.log_tail(30));
+            bail!(
+                "etcd did not become ready in 30 s; last lines of its log:\n{}",
+                guard.log_tail(30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Etcd { guard, endpoint: curl })
+    Ok(Etcd {
+        guard,
+        endpoint: curl,
+    })
 }
 
 /// `tug server` under test, with an admin connection.
@@ -158,7 +183,10 @@ pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result
     while !kubeconfig.exists() {
         guard.check_alive()?;
         if Instant::now() > deadline {
-            bail!("tug server wrote no kubeconfig in 60 s; last lines of its log:\n{}", guard.log_tail(30));
+            bail!(
+                "tug server wrote no kubeconfig in 60 s; last lines of its log:\n{}",
+                guard.log_tail(30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -169,11 +197,17 @@ pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result
             let mut c: Conn = endpoint.connect().await?;
             c.expect(Method::GET, "/readyz", None, StatusCode::OK).await
         };
-        if tokio::time::timeout(Duration::from_secs(2), ready).await.is_ok_and(|r| r.is_ok()) {
+        if tokio::time::timeout(Duration::from_secs(2), ready)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
             break;
         }
         if Instant::now() > deadline {
-            bail!("tug server not ready in 60 s; last lines of its log:\n{}", guard.log_tail(30));
+            bail!(
+                "tug server not ready in 60 s; last lines of its log:\n{}",
+                guard.log_tail(30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
