@@ -1070,8 +1070,36 @@ fn alloc_err(rt: &ResourceType, name: &str, field: &str, value: &str, e: AllocEr
     }
 }
 
+/// Upstream's Job strategy: unless `manualSelector`, the selector is
+/// generated from the Job's uid and the template labelled to match.
+fn generate_job_selector(obj: &mut Value) {
+    let manual = obj.pointer("/spec/manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    if manual || obj.pointer("/spec/selector").map(|s| !s.is_null()).unwrap_or(false) {
+        return;
+    }
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = meta::name(obj).to_string();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template.get("metadata").map(Value::is_object).unwrap_or(false) {
+        template["metadata"] = json!({});
+    }
+    let labels = template["metadata"].as_object_mut().expect("object").entry("labels").or_insert_with(|| json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+        l.insert("batch.kubernetes.io/job-name".into(), json!(name));
+        l.insert("controller-uid".into(), json!(uid));
+        l.insert("job-name".into(), json!(name));
+    }
+}
+
 /// Admission on create: the mutations upstream's default admission plugins make.
 fn admit_create(rt: &ResourceType, obj: &mut Value) {
+    if rt.group == "batch" && rt.kind == "Job" {
+        generate_job_selector(obj);
+        return;
+    }
     if !(rt.group.is_empty() && rt.kind == "Pod") {
         return;
     }

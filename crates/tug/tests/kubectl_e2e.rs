@@ -356,7 +356,11 @@ fn typed_creates_send_protobuf(s: &TugServer) {
     assert!((30000..=32767).contains(&node_port), "{svc}");
     assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.43."), "{svc}");
     ok(s, &["create", "job", "once", "--image=busybox", "--", "true"]);
-    assert_eq!(json(s, &["get", "job", "once"])["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    let job = json(s, &["get", "job", "once"]);
+    assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    let uid = job["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid, "selector generated from the uid");
+    assert_eq!(job["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"], "once");
     ok(s, &["create", "priorityclass", "high", "--value=1000"]);
     ok(s, &["create", "quota", "q", "--hard=pods=3"]);
     assert_eq!(ok(s, &["get", "quota", "q", "-o", "jsonpath={.spec.hard.pods}"]), "3");
