@@ -241,7 +241,9 @@ fn entry(manager: &str, operation: &str, api_version: &str, set: &FieldSet, subr
 
 /// Records an Update by `manager`: it takes ownership of every field it
 /// changed (or, on create, set); other managers lose those fields.
-pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, operation: &str) {
+/// Writes through a subresource (`status`, `scale`) are recorded as their own
+/// entries, as upstream does.
+pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, operation: &str, subresource: Option<&str>) {
     if operation == "Apply" {
         return; // record_apply already wrote the entry.
     }
@@ -262,7 +264,9 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
     let mut mine = FieldSet::new();
     list.retain_mut(|e| {
         let mut set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
-        let is_mine = e.get("manager").and_then(Value::as_str) == Some(manager) && e.get("operation").and_then(Value::as_str) == Some("Update");
+        let is_mine = e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+            && e.get("subresource").and_then(Value::as_str) == subresource;
         if is_mine {
             mine = set;
             return false;
@@ -273,7 +277,7 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
     });
     mine.extend(changed);
     mine.retain(|p| get_at(obj, p).is_some());
-    list.push(entry(manager, "Update", api_version, &mine, None));
+    list.push(entry(manager, "Update", api_version, &mine, subresource));
     meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
 }
 
@@ -474,7 +478,7 @@ mod tests {
     #[test]
     fn apply_conflicts_with_other_manager_unless_forced() {
         let mut live = deploy(1, "x");
-        record_update(&mut live, None, "kubectl-create", "apps/v1", "Update");
+        record_update(&mut live, None, "kubectl-create", "apps/v1", "Update", None);
         let config = deploy(3, "x");
         let mut merged = merge_applied(&live, &config, "kubectl", DEPLOY);
         let err = record_apply(&mut merged, Some(&live), &config, "kubectl", "apps/v1", false).err().unwrap();
@@ -496,6 +500,20 @@ mod tests {
         let merged2 = merge_applied(&live, &config2, "mgr", DEPLOY);
         assert!(merged2["metadata"]["labels"].get("extra").is_none());
         assert_eq!(merged2["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn status_writes_get_their_own_entry() {
+        let mut live = deploy(1, "x");
+        record_update(&mut live, None, "mgr", "apps/v1", "Update", None);
+        let mut next = live.clone();
+        next["status"] = json!({"replicas": 1});
+        record_update(&mut next, Some(&live), "mgr", "apps/v1", "Update", Some("status"));
+        let entries = next["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1]["subresource"], "status");
+        assert!(entries[1]["fieldsV1"]["f:status"]["f:replicas"].is_object());
+        assert!(entries[0].get("subresource").is_none());
     }
 
     #[test]

@@ -310,7 +310,7 @@ impl Ctx {
         defaults::apply_defaults(rt.group, rt.kind, &mut obj);
         validation::validate(rt, &obj)?;
         let allocated = self.allocate_service(rt, &mut obj, None).await?;
-        fields::record_update(&mut obj, None, manager, &rt.api_version(), "Update");
+        fields::record_update(&mut obj, None, manager, &rt.api_version(), "Update", None);
         if is_dry_run(q) {
             self.release_allocations(&allocated).await;
             return Ok(Reply { status: StatusCode::CREATED, body: obj, warnings });
@@ -477,6 +477,13 @@ impl Ctx {
                 return Err(ApiError::stale(rt.group, rt.plural, name));
             }
         }
+        // A uid in a PUT body is a precondition, as upstream.
+        let old_uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        if let Some(uid) = meta::meta_str(&obj, "uid").filter(|u| !u.is_empty() && *u != old_uid) {
+            return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
+            )));
+        }
         let reply = self
             .write_update(rr, name, old, old_rev, obj, q, manager, "Update")
             .await?;
@@ -536,6 +543,11 @@ impl Ctx {
                 }
             }
         }
+        // The uid never changes (a patch that tries is invalid).
+        let old_uid = old.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+        if let Some(uid) = obj.pointer("/metadata/uid").filter(|u| u.as_str().map(|s| !s.is_empty()).unwrap_or(false) && **u != old_uid) {
+            return Err(ApiError::invalid(rt.group, rt.kind, name, vec![Cause::invalid("metadata.uid", uid, "field is immutable")]));
+        }
         // Server-owned metadata.
         {
             let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
@@ -569,7 +581,8 @@ impl Ctx {
             meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
         }
         let allocated = self.allocate_service(rt, &mut obj, Some(&old)).await?;
-        fields::record_update(&mut obj, Some(&old), manager, &rt.api_version(), operation);
+        let recorded_sub = sub.filter(|s| *s == "status" || *s == "scale");
+        fields::record_update(&mut obj, Some(&old), manager, &rt.api_version(), operation, recorded_sub);
         // A no-op write changes nothing, not even the resourceVersion.
         let mut old_cmp = old.clone();
         let mut new_cmp = obj.clone();

@@ -255,6 +255,7 @@ fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
 
 async fn api_bench(plan: Plan) -> anyhow::Result<()> {
     let started = Instant::now();
+    let load_before = loadavg();
     eprintln!(
         "tug bench api: backends {:?}, {} objects (small LIST {}), {} watchers x {} events, {} create connections",
         plan.backends,
@@ -277,7 +278,8 @@ async fn api_bench(plan: Plan) -> anyhow::Result<()> {
         eprintln!("== {} done in {:.0} s ==", backend.label(), r.seconds);
         results.push((backend, r));
     }
-    print_table(&plan, &results, started.elapsed());
+    let load = format!("{} at start, {} at end", load_before, loadavg());
+    print_table(&plan, &results, started.elapsed(), &load);
     if results.iter().all(|(_, r)| r.error.is_some()) {
         bail!("every backend failed");
     }
@@ -916,7 +918,7 @@ const GOAL_CREATES: f64 = 10_000.0;
 const GOAL_P99_US: u64 = 50_000;
 const GOAL_IDLE_RSS: u64 = 100 * 1024 * 1024;
 
-fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration) {
+fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration, load: &str) {
     use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets};
 
     let counts = plan.phase_counts();
@@ -1145,12 +1147,17 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
     }
     println!("{table}");
     println!();
-    for note in footnotes(plan, results, total) {
+    for note in footnotes(plan, results, total, load) {
         println!("{note}");
     }
 }
 
-fn footnotes(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration) -> Vec<String> {
+fn footnotes(
+    plan: &Plan,
+    results: &[(Backend, BackendResult)],
+    total: Duration,
+    load: &str,
+) -> Vec<String> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -1172,7 +1179,10 @@ fn footnotes(plan: &Plan, results: &[(Backend, BackendResult)], total: Duration)
             plan.watchers, plan.watch_events, plan.watch_interval
         ),
         format!("* RSS: VmRSS / VmHWM of the server process from /proc/PID/status; idle = 2 s after /readyz. Data dirs under {} ({}).", plan.work_dir.display(), fs_type(&plan.work_dir)),
-        format!("* Total bench time {:.0} s.", total.as_secs_f64()),
+        format!(
+            "* Total bench time {:.0} s. 1-minute load average {load} (anything else running on the machine skews these figures).",
+            total.as_secs_f64()
+        ),
     ];
     for (b, r) in results {
         if let Some(e) = &r.error {
@@ -1211,4 +1221,12 @@ fn fs_type(path: &Path) -> String {
         }
     }
     best.map(|(_, t)| t).unwrap_or_else(|| "unknown fs".into())
+}
+
+/// The 1-minute load average from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }

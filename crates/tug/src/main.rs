@@ -30,6 +30,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run N simulated kubelets (hollow nodes) against a cluster, for scale runs.
+    Hollow {
+        /// How many nodes.
+        #[arg(long)]
+        nodes: usize,
+        /// Kubeconfig of the cluster to join.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Node names are `<prefix><index>`.
+        #[arg(long, default_value = "hollow-node-")]
+        name_prefix: String,
+        /// First index, so several processes can share one cluster.
+        #[arg(long, default_value_t = 0)]
+        first_index: usize,
+        #[arg(long, default_value = "4")]
+        cpu: String,
+        #[arg(long, default_value = "16Gi")]
+        memory: String,
+    },
     /// Run the controllers (garbage collector, namespace) against a cluster.
     ControllerManager {
         /// Kubeconfig of the cluster to manage.
@@ -69,6 +88,9 @@ struct ServerArgs {
     /// Do not run the node agent in this process (it arrives with the kubelet).
     #[arg(long)]
     disable_agent: bool,
+    /// Also run this many hollow nodes (simulated kubelets) in this process.
+    #[arg(long, default_value_t = 0)]
+    hollow_nodes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +110,15 @@ fn main() -> anyhow::Result<()> {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run_server(args))
+        }
+        Command::Hollow { nodes, kubeconfig, name_prefix, first_index, cpu, memory } => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = client_from_kubeconfig(&kubeconfig).await?;
+                let config = tug_hollow::HollowConfig { nodes, name_prefix, first_index, cpu, memory, ..Default::default() };
+                tug_hollow::run(client, config, shutdown_signal()).await
+            })
         }
         Command::ControllerManager { kubeconfig } => {
             init_tracing();
@@ -157,7 +188,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     // The controllers are clients like any other: they reach the API server
     // over HTTPS with a kubeconfig, even in the same process.
     let client = client_from_kubeconfig(&kubeconfig_path).await?;
-    let controllers = tokio::spawn(tug_controllers::run_all(client, shutdown_signal()));
+    let controllers = tokio::spawn(tug_controllers::run_all(client.clone(), shutdown_signal()));
+    if args.hollow_nodes > 0 {
+        let config = tug_hollow::HollowConfig { nodes: args.hollow_nodes, ..Default::default() };
+        tokio::spawn(async move {
+            if let Err(e) = tug_hollow::run(client, config, shutdown_signal()).await {
+                tracing::error!(error = %e, "hollow nodes stopped");
+            }
+        });
+    }
     tokio::select! {
         r = server.wait() => r,
         r = controllers => {

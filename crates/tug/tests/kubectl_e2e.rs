@@ -419,6 +419,13 @@ fn error_cases(s: &TugServer) {
     let out = with_stdin(s, &["replace", "-f", "-"], &cm.to_string());
     let err = text(&out.stderr);
     assert!(err.contains("Conflict") && err.contains("the object has been modified"), "{err}");
+    // The uid never changes: a patch that tries is invalid, a PUT with another uid a failed precondition.
+    let err = fails(s, &["patch", "cm", "dup", "--type=merge", "-p", r#"{"metadata":{"uid":"00000000-0000-0000-0000-000000000000"}}"#]);
+    assert!(err.contains("metadata.uid") && err.contains("field is immutable"), "{err}");
+    let mut cm = json(s, &["get", "cm", "dup"]);
+    cm["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000".into();
+    let out = with_stdin(s, &["replace", "-f", "-"], &cm.to_string());
+    assert!(text(&out.stderr).contains("Precondition failed: UID in precondition"), "{}", text(&out.stderr));
     // Bodies over 3 MiB: 413.
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.json");

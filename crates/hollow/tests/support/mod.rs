@@ -1,0 +1,106 @@
+//! Test support: a real `tug server` (through tug-testkit) and a kube client for it.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube::Client;
+
+/// The `tug` binary under test: `TUG_BIN`, else `<workspace>/target/debug/tug`.
+pub fn tug_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TUG_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")));
+    let p = target.join("debug").join("tug");
+    assert!(p.exists(), "the tug binary is not at {}: build it first with `cargo build -p tug` (or set TUG_BIN)", p.display());
+    p
+}
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Shown for failing tests only (captured by the harness).
+    let filter = std::env::var("TUG_TEST_LOG").unwrap_or_else(|_| "tug_hollow=info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+pub struct Cluster {
+    pub server: tug_testkit::TugServer,
+    pub client: Client,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        init();
+        let bin = tug_binary();
+        let server = tokio::task::spawn_blocking(move || tug_testkit::TugServer::start(&bin, tug_testkit::Backend::Sqlite))
+            .await
+            .expect("starting tug server");
+        let client = client_for(&server).await;
+        Cluster { server, client }
+    }
+}
+
+pub async fn client_for(server: &tug_testkit::TugServer) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("reading the kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
+    Client::try_from(cfg).expect("kube client")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` and the
+/// last value seen after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if Instant::now() > deadline {
+                    panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fast configuration for tests: short intervals so renewals are observable.
+pub fn fast_config(nodes: usize) -> tug_hollow::HollowConfig {
+    tug_hollow::HollowConfig {
+        nodes,
+        renew_interval: Duration::from_secs(1),
+        status_interval: Duration::from_secs(5),
+        restart_backoff: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// VmRSS of this process in KiB.
+pub fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Successful (2xx) requests the server counted for `verb` on `resource`
+/// (`apiserver_request_total` from `/metrics`, read with kubectl).
+pub fn requests(server: &tug_testkit::TugServer, verb: &str, resource: &str) -> u64 {
+    let out = server.kubectl(&["get", "--raw", "/metrics"]);
+    assert!(out.status.success(), "kubectl get --raw /metrics: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (v, r) = (format!("verb=\"{verb}\""), format!("resource=\"{resource}\""));
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains(&v) && l.contains(&r) && l.contains("code=\"2"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
