@@ -24,6 +24,20 @@ pub async fn ensure_builtin_objects(ctx: &Ctx) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("creating namespace {ns}: {e}"),
         }
     }
+    // Upstream's built-in priority classes.
+    let classes = resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("priorityclasses are served");
+    for (name, value, description) in [
+        ("system-node-critical", 2_000_001_000, "Used for system critical pods that must not be moved from their current node."),
+        ("system-cluster-critical", 2_000_000_000, "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."),
+    ] {
+        let rr = ResourceRequest { rt: classes, namespace: None, name: None, subresource: None };
+        let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value, "description": description});
+        match ctx.create(&rr, obj, &q, "tug-bootstrap").await {
+            Ok(_) => tracing::info!(class = name, "created system priority class"),
+            Err(e) if e.code == 409 => {}
+            Err(e) => anyhow::bail!("creating priority class {name}: {e}"),
+        }
+    }
     let services = resources::find("", "v1", "services").expect("services are served");
     let rr = ResourceRequest { rt: services, namespace: Some("default".into()), name: None, subresource: None };
     if ctx.get(&rr, "kubernetes").await.is_ok() {

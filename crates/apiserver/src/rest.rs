@@ -307,6 +307,9 @@ impl Ctx {
             }
         }
         admit_create(rt, &mut obj);
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            self.admit_priority(&mut obj).await?;
+        }
         defaults::apply_defaults(rt.group, rt.kind, &mut obj);
         validation::validate(rt, &obj)?;
         let allocated = self.allocate_service(rt, &mut obj, None).await?;
@@ -323,6 +326,55 @@ impl Ctx {
                 Err(store_err(rt, &name, e))
             }
         }
+    }
+
+    /// Upstream's Priority admission: `priorityClassName` (or the global
+    /// default class) resolves to `spec.priority` and `preemptionPolicy`.
+    async fn admit_priority(&self, pod: &mut Value) -> Result<(), ApiError> {
+        let classes_rt = tug_api::resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
+        let wanted = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+        let class = match &wanted {
+            // Read from the store, not the cache: a class created just before must be found.
+            Some(name) => match self.read(classes_rt, None, name).await.ok() {
+                Some((c, _)) => Some(Arc::new(c)),
+                None => {
+                    let mut e = ApiError::forbidden(format!(
+                        "pods \"{}\" is forbidden: no PriorityClass with name {name} was found",
+                        meta::name(pod)
+                    ));
+                    e.kind = "pods".into();
+                    e.name = meta::name(pod).into();
+                    return Err(e);
+                }
+            },
+            None => {
+                let (classes, _) = self.cache.list(&classes_rt.key_prefix()).await;
+                classes.into_iter().find(|c| c.get("globalDefault") == Some(&json!(true)))
+            }
+        };
+        let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
+        match class {
+            Some(c) => {
+                let value = c.get("value").and_then(Value::as_i64).unwrap_or(0);
+                if let Some(p) = spec.get("priority").and_then(Value::as_i64) {
+                    if p != value {
+                        return Err(ApiError::forbidden(format!(
+                            "the integer value of priority ({p}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                        )));
+                    }
+                }
+                spec.insert("priority".into(), json!(value));
+                if wanted.is_none() {
+                    spec.insert("priorityClassName".into(), json!(meta::name(&c)));
+                }
+                let policy = c.get("preemptionPolicy").cloned().unwrap_or(json!("PreemptLowerPriority"));
+                spec.insert("preemptionPolicy".into(), policy);
+            }
+            None => {
+                spec.entry("priority").or_insert(json!(0));
+            }
+        }
+        Ok(())
     }
 
     /// Allocates cluster IP and node ports for a Service being created or
@@ -871,11 +923,25 @@ impl Ctx {
     pub async fn bind(&self, rr: &ResourceRequest, name: &str, body: Value) -> Result<Reply, ApiError> {
         let rt = rr.rt;
         let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+        if let Some(n) = meta::meta_str(&body, "name").filter(|n| !n.is_empty() && *n != name) {
+            return Err(ApiError::bad_request(format!("name in URL does not match name in Binding object: {name} != {n}")));
+        }
         if node.is_empty() {
             return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
         }
         for _ in 0..PATCH_RETRIES {
             let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
+            let old_uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+            if let Some(uid) = meta::meta_str(&body, "uid").filter(|u| !u.is_empty() && *u != old_uid) {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
+                )));
+            }
+            if let Some(rv) = meta::resource_version(&body).filter(|r| !r.is_empty() && *r != old_rev.to_string()) {
+                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
+                )));
+            }
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Err(ApiError::conflict(rt.group, rt.plural, name, "pod is being deleted, cannot be assigned to a host"));
             }
@@ -1126,10 +1192,6 @@ fn admit_create(rt: &ResourceType, obj: &mut Value) {
         .to_string();
     spec.insert("serviceAccountName".into(), json!(sa));
     spec.insert("serviceAccount".into(), json!(sa));
-    // Priority admission.
-    if spec.get("priority").is_none() {
-        spec.insert("priority".into(), json!(0));
-    }
     spec.entry("enableServiceLinks").or_insert(json!(true));
     spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
     // DefaultTolerationSeconds admission.

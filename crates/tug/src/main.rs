@@ -49,6 +49,12 @@ enum Command {
         #[arg(long, default_value = "16Gi")]
         memory: String,
     },
+    /// Run the scheduler against a cluster (with leader election).
+    Scheduler {
+        /// Kubeconfig of the cluster to schedule for.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+    },
     /// Run the controllers (garbage collector, namespace) against a cluster.
     ControllerManager {
         /// Kubeconfig of the cluster to manage.
@@ -120,6 +126,14 @@ fn main() -> anyhow::Result<()> {
                 tug_hollow::run(client, config, shutdown_signal()).await
             })
         }
+        Command::Scheduler { kubeconfig } => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = client_from_kubeconfig(&kubeconfig).await?;
+                tug_scheduler::run(client, scheduler_config(), shutdown_signal()).await
+            })
+        }
         Command::ControllerManager { kubeconfig } => {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -189,6 +203,12 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     // over HTTPS with a kubeconfig, even in the same process.
     let client = client_from_kubeconfig(&kubeconfig_path).await?;
     let controllers = tokio::spawn(tug_controllers::run_all(client.clone(), shutdown_signal()));
+    let scheduler_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = tug_scheduler::run(scheduler_client, scheduler_config(), shutdown_signal()).await {
+            tracing::error!(error = %e, "scheduler stopped");
+        }
+    });
     if args.hollow_nodes > 0 {
         let config = tug_hollow::HollowConfig { nodes: args.hollow_nodes, ..Default::default() };
         tokio::spawn(async move {
@@ -205,6 +225,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The scheduler's configuration: leader election under a per-process
+/// identity, so that two servers sharing one store never both schedule.
+fn scheduler_config() -> tug_scheduler::SchedulerConfig {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let identity = format!("{}_{}", host.trim(), std::process::id());
+    tug_scheduler::SchedulerConfig::with_leader_election(&identity)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,0 +1,418 @@
+//! Shared helpers on API objects: label selectors, node selectors,
+//! tolerations and pod accessors, with upstream's semantics.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+pub type Labels = BTreeMap<String, String>;
+
+static EMPTY_LABELS: Labels = BTreeMap::new();
+
+/// The labels of an object's metadata (empty if none).
+pub fn labels_of(labels: &Option<Labels>) -> &Labels {
+    labels.as_ref().unwrap_or(&EMPTY_LABELS)
+}
+
+pub fn node_labels(node: &Node) -> &Labels {
+    labels_of(&node.metadata.labels)
+}
+
+pub fn pod_labels(pod: &Pod) -> &Labels {
+    labels_of(&pod.metadata.labels)
+}
+
+/// Operator of a label requirement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+    pub values: Vec<String>,
+}
+
+impl Requirement {
+    fn matches(&self, labels: &Labels) -> bool {
+        match self.op {
+            Op::In => labels.get(&self.key).map(|v| self.values.iter().any(|x| x == v)).unwrap_or(false),
+            Op::NotIn => labels.get(&self.key).map(|v| !self.values.iter().any(|x| x == v)).unwrap_or(true),
+            Op::Exists => labels.contains_key(&self.key),
+            Op::DoesNotExist => !labels.contains_key(&self.key),
+        }
+    }
+}
+
+/// A parsed label selector: upstream's `labels.Selector` as produced by
+/// `metav1.LabelSelectorAsSelector` (a nil selector selects nothing, an
+/// empty one everything).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    Nothing,
+    Requirements(Vec<Requirement>),
+}
+
+impl Selector {
+    pub fn everything() -> Selector {
+        Selector::Requirements(Vec::new())
+    }
+
+    /// `metav1.LabelSelectorAsSelector`.
+    pub fn from_label_selector(sel: Option<&LabelSelector>) -> Result<Selector, String> {
+        let Some(sel) = sel else { return Ok(Selector::Nothing) };
+        let mut reqs = Vec::new();
+        for (k, v) in sel.match_labels.iter().flatten() {
+            reqs.push(Requirement { key: k.clone(), op: Op::In, values: vec![v.clone()] });
+        }
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            let op = match e.operator.as_str() {
+                "In" => Op::In,
+                "NotIn" => Op::NotIn,
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            };
+            if matches!(op, Op::In | Op::NotIn) && values.is_empty() {
+                return Err(format!("for 'in', 'notin' operators, values set can't be empty (key {})", e.key));
+            }
+            if matches!(op, Op::Exists | Op::DoesNotExist) && !values.is_empty() {
+                return Err(format!("values set must be empty for exists and does not exist (key {})", e.key));
+            }
+            reqs.push(Requirement { key: e.key.clone(), op, values });
+        }
+        Ok(Selector::Requirements(reqs))
+    }
+
+    /// Like `from_label_selector`, but an invalid selector selects nothing.
+    pub fn from_label_selector_lossy(sel: Option<&LabelSelector>) -> Selector {
+        Selector::from_label_selector(sel).unwrap_or(Selector::Nothing)
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        match self {
+            Selector::Nothing => false,
+            Selector::Requirements(reqs) => reqs.iter().all(|r| r.matches(labels)),
+        }
+    }
+
+    /// `labels.Selector.Empty()`: true for the selector that selects everything.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Selector::Requirements(r) if r.is_empty())
+    }
+
+    pub fn add(&mut self, r: Requirement) {
+        if let Selector::Requirements(reqs) = self {
+            reqs.push(r);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Node selectors (node affinity, nodeSelector).
+
+fn node_requirement_matches(req: &NodeSelectorRequirement, labels: &Labels) -> Result<bool, ()> {
+    let values = req.values.as_deref().unwrap_or(&[]);
+    match req.operator.as_str() {
+        "In" => {
+            if values.is_empty() {
+                return Err(());
+            }
+            Ok(labels.get(&req.key).map(|v| values.iter().any(|x| x == v)).unwrap_or(false))
+        }
+        "NotIn" => {
+            if values.is_empty() {
+                return Err(());
+            }
+            Ok(labels.get(&req.key).map(|v| !values.iter().any(|x| x == v)).unwrap_or(true))
+        }
+        "Exists" => {
+            if !values.is_empty() {
+                return Err(());
+            }
+            Ok(labels.contains_key(&req.key))
+        }
+        "DoesNotExist" => {
+            if !values.is_empty() {
+                return Err(());
+            }
+            Ok(!labels.contains_key(&req.key))
+        }
+        op @ ("Gt" | "Lt") => {
+            if values.len() != 1 {
+                return Err(());
+            }
+            let bound: i64 = values[0].parse().map_err(|_| ())?;
+            let Some(v) = labels.get(&req.key) else { return Ok(false) };
+            let Ok(v) = v.parse::<i64>() else { return Ok(false) };
+            Ok(if op == "Gt" { v > bound } else { v < bound })
+        }
+        _ => Err(()),
+    }
+}
+
+fn field_requirement_matches(req: &NodeSelectorRequirement, node_name: &str) -> Result<bool, ()> {
+    if req.key != "metadata.name" {
+        return Err(());
+    }
+    let values = req.values.as_deref().unwrap_or(&[]);
+    match req.operator.as_str() {
+        "In" if values.len() == 1 => Ok(values[0] == node_name),
+        "NotIn" if values.len() == 1 => Ok(values[0] != node_name),
+        _ => Err(()),
+    }
+}
+
+/// One node selector term: its label expressions and field expressions are
+/// ANDed; an empty term matches nothing; an invalid one matches nothing.
+pub fn node_selector_term_matches(term: &NodeSelectorTerm, labels: &Labels, node_name: &str) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    for r in exprs {
+        match node_requirement_matches(r, labels) {
+            Ok(true) => {}
+            _ => return false,
+        }
+    }
+    for r in fields {
+        match field_requirement_matches(r, node_name) {
+            Ok(true) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Node selector terms are ORed.
+pub fn node_selector_terms_match(terms: &[NodeSelectorTerm], node: &Node) -> bool {
+    let labels = node_labels(node);
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    terms.iter().any(|t| node_selector_term_matches(t, labels, name))
+}
+
+/// Upstream's `nodeaffinity.RequiredNodeAffinity`: the pod's nodeSelector
+/// and its required node affinity terms, both of which must match.
+#[derive(Clone, Debug, Default)]
+pub struct RequiredNodeAffinity {
+    node_selector: Option<Labels>,
+    terms: Option<Vec<NodeSelectorTerm>>,
+}
+
+impl RequiredNodeAffinity {
+    pub fn from_pod(pod: &Pod) -> RequiredNodeAffinity {
+        let spec = pod.spec.as_ref();
+        let node_selector = spec.and_then(|s| s.node_selector.clone()).filter(|m| !m.is_empty());
+        let terms = spec
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+            .map(|ns| ns.node_selector_terms.clone());
+        RequiredNodeAffinity { node_selector, terms }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.node_selector.is_none() && self.terms.is_none()
+    }
+
+    pub fn matches(&self, node: &Node) -> bool {
+        if let Some(sel) = &self.node_selector {
+            let labels = node_labels(node);
+            if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                return false;
+            }
+        }
+        if let Some(terms) = &self.terms {
+            return node_selector_terms_match(terms, node);
+        }
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Taints and tolerations.
+
+/// `Toleration.ToleratesTaint`.
+pub fn toleration_tolerates_taint(t: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect {
+            return false;
+        }
+    if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty())
+        && key != taint.key {
+            return false;
+        }
+    match t.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+pub fn tolerations_tolerate_taint(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| toleration_tolerates_taint(t, taint))
+}
+
+/// The first taint passing `filter` that no toleration tolerates.
+pub fn find_matching_untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration], filter: impl Fn(&Taint) -> bool) -> Option<&'a Taint> {
+    taints.iter().filter(|t| filter(t)).find(|t| !tolerations_tolerate_taint(tolerations, t))
+}
+
+pub fn node_taints(node: &Node) -> &[Taint] {
+    node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[])
+}
+
+pub fn pod_tolerations(pod: &Pod) -> &[Toleration] {
+    pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[])
+}
+
+// ---------------------------------------------------------------------------
+// Pods.
+
+pub fn pod_priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+pub fn pod_namespace(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+pub fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or("")
+}
+
+/// `namespace/name`.
+pub fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod_namespace(pod), pod_name(pod))
+}
+
+/// The pod's UID (its key if it has none, as in constructed test pods).
+pub fn pod_uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| pod_key(pod))
+}
+
+pub fn pod_node_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("")
+}
+
+pub fn is_assigned(pod: &Pod) -> bool {
+    !pod_node_name(pod).is_empty()
+}
+
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+pub fn nominated_node_name(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).unwrap_or("")
+}
+
+pub fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).filter(|s| !s.is_empty()).unwrap_or("default-scheduler")
+}
+
+/// `status.startTime`, if the kubelet set one.
+pub fn pod_start_time(pod: &Pod) -> Option<jiff::Timestamp> {
+    pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0)
+}
+
+/// Upstream's `MoreImportantPod`: higher priority first, then the pod that
+/// started earlier (a pod that has not started counts as starting now).
+pub fn more_important_pod(a: &Pod, b: &Pod) -> bool {
+    let (pa, pb) = (pod_priority(a), pod_priority(b));
+    if pa != pb {
+        return pa > pb;
+    }
+    let now = jiff::Timestamp::now();
+    pod_start_time(a).unwrap_or(now) < pod_start_time(b).unwrap_or(now)
+}
+
+/// Upstream's `podTerminatingByPreemption`: being deleted, with a
+/// DisruptionTarget condition set by the scheduler's preemption.
+pub fn terminating_by_preemption(pod: &Pod) -> bool {
+    is_terminating(pod)
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| cs.iter().any(|c| c.type_ == "DisruptionTarget" && c.status == "True" && c.reason.as_deref() == Some("PreemptionByScheduler")))
+            .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn label_selector_semantics() {
+        assert!(!Selector::from_label_selector(None).unwrap().matches(&labels(&[])));
+        let empty = Selector::from_label_selector(Some(&LabelSelector::default())).unwrap();
+        assert!(empty.is_empty() && empty.matches(&labels(&[("a", "b")])));
+        let sel = LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            match_expressions: Some(vec![LabelSelectorRequirement { key: "tier".into(), operator: "NotIn".into(), values: Some(vec!["db".into()]) }]),
+        };
+        let s = Selector::from_label_selector(Some(&sel)).unwrap();
+        assert!(s.matches(&labels(&[("app", "web")])));
+        assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "db")])));
+        assert!(!s.matches(&labels(&[("app", "api")])));
+        let bad = LabelSelector { match_expressions: Some(vec![LabelSelectorRequirement { key: "k".into(), operator: "Foo".into(), values: None }]), ..Default::default() };
+        assert!(Selector::from_label_selector(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn node_selector_operators() {
+        let l = labels(&[("zone", "a"), ("cores", "8")]);
+        let req = |key: &str, op: &str, vals: &[&str]| NodeSelectorRequirement { key: key.into(), operator: op.into(), values: if vals.is_empty() { None } else { Some(vals.iter().map(|s| s.to_string()).collect()) } };
+        let term = |reqs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: Some(reqs), match_fields: None };
+        assert!(node_selector_term_matches(&term(vec![req("zone", "In", &["a", "b"])]), &l, "n"));
+        assert!(!node_selector_term_matches(&term(vec![req("zone", "NotIn", &["a"])]), &l, "n"));
+        assert!(node_selector_term_matches(&term(vec![req("cores", "Gt", &["4"])]), &l, "n"));
+        assert!(!node_selector_term_matches(&term(vec![req("cores", "Lt", &["4"])]), &l, "n"));
+        assert!(node_selector_term_matches(&term(vec![req("gpu", "DoesNotExist", &[])]), &l, "n"));
+        // Invalid requirement: the term matches nothing.
+        assert!(!node_selector_term_matches(&term(vec![req("zone", "In", &[])]), &l, "n"));
+        // Empty term matches nothing.
+        assert!(!node_selector_term_matches(&NodeSelectorTerm::default(), &l, "n"));
+        let fields = NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n"])]) };
+        assert!(node_selector_term_matches(&fields, &l, "n"));
+        assert!(!node_selector_term_matches(&fields, &l, "m"));
+    }
+
+    #[test]
+    fn tolerations() {
+        let taint = Taint { key: "k".into(), value: Some("v".into()), effect: "NoSchedule".into(), time_added: None };
+        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
+            key: key.map(String::from),
+            operator: op.map(String::from),
+            value: value.map(String::from),
+            effect: effect.map(String::from),
+            toleration_seconds: None,
+        };
+        assert!(toleration_tolerates_taint(&t(Some("k"), None, Some("v"), None), &taint));
+        assert!(toleration_tolerates_taint(&t(Some("k"), Some("Equal"), Some("v"), Some("NoSchedule")), &taint));
+        assert!(!toleration_tolerates_taint(&t(Some("k"), Some("Equal"), Some("w"), None), &taint));
+        assert!(!toleration_tolerates_taint(&t(Some("k"), Some("Exists"), None, Some("NoExecute")), &taint));
+        assert!(toleration_tolerates_taint(&t(None, Some("Exists"), None, None), &taint));
+        assert!(!toleration_tolerates_taint(&t(Some("other"), Some("Exists"), None, None), &taint));
+    }
+}
