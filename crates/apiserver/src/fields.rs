@@ -8,6 +8,9 @@
 
 use std::collections::BTreeSet;
 
+/// The schema of fields the schemas do not describe.
+static NULL: Value = Value::Null;
+
 use serde_json::{json, Map, Value};
 use tug_api::resources::ResourceType;
 use tug_api::schema::Schemas;
@@ -34,9 +37,9 @@ fn is_unowned(path: &[String]) -> bool {
 /// The leaf paths of `value` whose type is `schema`.
 pub fn field_set(value: &Value, definition: &str) -> FieldSet {
     let schemas = Schemas::get();
-    let schema = schemas.definition(definition).cloned().unwrap_or(Value::Null);
+    let schema = schemas.definition(definition).unwrap_or(&NULL);
     let mut out = FieldSet::new();
-    walk(value, &schema, schemas, &mut Vec::new(), &mut out);
+    walk(value, schema, schemas, &mut Vec::new(), &mut out);
     out.retain(|p| !is_unowned(p));
     out
 }
@@ -45,18 +48,18 @@ fn walk(value: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, out: 
     match value {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let child = schemas.property(schema, k).cloned().unwrap_or(Value::Null);
+                let child = schemas.property(schema, k).unwrap_or(&NULL);
                 path.push(format!("f:{k}"));
                 match v {
                     Value::Array(items) if !items.is_empty() => {
                         let strategy = schemas.patch_strategy(schema, k);
-                        let item_schema = schemas.resolve(&child).get("items").cloned().unwrap_or(Value::Null);
+                        let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
                         match (&strategy.merge_key, strategy.merge) {
                             (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
                                 for item in items {
                                     path.push(item_key(item, key));
                                     out.insert(with(path, "."));
-                                    walk(item, &item_schema, schemas, path, out);
+                                    walk(item, item_schema, schemas, path, out);
                                     path.pop();
                                 }
                             }
@@ -70,7 +73,7 @@ fn walk(value: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, out: 
                             }
                         }
                     }
-                    _ => walk(v, &child, schemas, path, out),
+                    _ => walk(v, child, schemas, path, out),
                 }
                 path.pop();
             }
@@ -404,8 +407,8 @@ pub fn merge_applied(old: &Value, config: &Value, manager: &str, definition: &st
         }
     }
     let schemas = Schemas::get();
-    let schema = schemas.definition(definition).cloned().unwrap_or(Value::Null);
-    merge_into(&mut result, config, &schema, schemas);
+    let schema = schemas.definition(definition).unwrap_or(&NULL);
+    merge_into(&mut result, config, schema, schemas);
     result
 }
 
@@ -415,12 +418,12 @@ fn merge_into(target: &mut Value, config: &Value, schema: &Value, schemas: &Sche
         return;
     };
     for (k, v) in c {
-        let child_schema = schemas.property(schema, k).cloned().unwrap_or(Value::Null);
+        let child_schema = schemas.property(schema, k).unwrap_or(&NULL);
         match (t.get_mut(k), v) {
-            (Some(existing @ Value::Object(_)), Value::Object(_)) => merge_into(existing, v, &child_schema, schemas),
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => merge_into(existing, v, child_schema, schemas),
             (Some(Value::Array(existing)), Value::Array(items)) => {
                 let strategy = schemas.patch_strategy(schema, k);
-                let item_schema = schemas.resolve(&child_schema).get("items").cloned().unwrap_or(Value::Null);
+                let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
                 match strategy.merge_key {
                     Some(key) => {
                         let mut merged = Vec::new();
@@ -429,7 +432,7 @@ fn merge_into(target: &mut Value, config: &Value, schema: &Value, schemas: &Sche
                             match existing.iter().position(|e| e.get(key.as_str()) == id) {
                                 Some(i) => {
                                     let mut e = existing.remove(i);
-                                    merge_into(&mut e, item, &item_schema, schemas);
+                                    merge_into(&mut e, item, item_schema, schemas);
                                     merged.push(e);
                                 }
                                 None => merged.push(item.clone()),

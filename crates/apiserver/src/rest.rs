@@ -99,6 +99,10 @@ pub fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> 
 /// What a stored object looks like: the storage version, and no
 /// resourceVersion (the revision is the version).
 fn encode_for_store(rt: &ResourceType, obj: &Value) -> Vec<u8> {
+    // The common case needs no copy: same version, no resourceVersion.
+    if !convert::converts(rt) && meta::resource_version(obj).is_none() {
+        return serde_json::to_vec(obj).expect("JSON values serialize");
+    }
     let mut o = convert::to_storage(rt, obj.clone());
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");

@@ -9,6 +9,9 @@
 
 use serde_json::{Map, Value};
 
+/// The schema of fields the schemas do not describe.
+static NULL: Value = Value::Null;
+
 use crate::schema::Schemas;
 
 const DIRECTIVE: &str = "$patch";
@@ -22,12 +25,12 @@ const DELETE_PRIMITIVE_PREFIX: &str = "$deleteFromPrimitiveList/";
 /// fields without a patch strategy.
 pub fn apply(original: &Value, patch: &Value, definition: &str) -> Result<Value, String> {
     let schemas = Schemas::get();
-    let schema = schemas.definition(definition).cloned().unwrap_or(Value::Null);
+    let schema = schemas.definition(definition).unwrap_or(&NULL);
     let Value::Object(patch_map) = patch else {
         return Err("a strategic merge patch must be a JSON object".into());
     };
     let original_map = original.as_object().cloned().unwrap_or_default();
-    match merge_map(original_map, patch_map, &schema, schemas)? {
+    match merge_map(original_map, patch_map, schema, schemas)? {
         Some(m) => Ok(Value::Object(m)),
         None => Ok(Value::Object(Map::new())),
     }
@@ -75,13 +78,13 @@ fn merge_map(
             original.remove(key);
             continue;
         }
-        let child_schema = schemas.property(schema, key).cloned().unwrap_or(Value::Null);
+        let child_schema = schemas.property(schema, key).unwrap_or(&NULL);
         let merged = match (original.remove(key), patch_value) {
             (Some(Value::Object(orig_child)), Value::Object(patch_child)) => {
-                merge_map(orig_child, patch_child, &child_schema, schemas)?.map(Value::Object)
+                merge_map(orig_child, patch_child, child_schema, schemas)?.map(Value::Object)
             }
             (None, Value::Object(patch_child)) => {
-                merge_map(Map::new(), patch_child, &child_schema, schemas)?.map(Value::Object)
+                merge_map(Map::new(), patch_child, child_schema, schemas)?.map(Value::Object)
             }
             (orig, Value::Array(patch_items)) => {
                 let strategy = schemas.patch_strategy(schema, key);
@@ -90,16 +93,12 @@ fn merge_map(
                         Some(Value::Array(a)) => a,
                         _ => Vec::new(),
                     };
-                    let item_schema = schemas
-                        .resolve(&child_schema)
-                        .get("items")
-                        .cloned()
-                        .unwrap_or(Value::Null);
+                    let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
                     Some(Value::Array(merge_list(
                         orig_items,
                         patch_items,
                         strategy.merge_key.as_deref(),
-                        &item_schema,
+                        item_schema,
                         schemas,
                     )?))
                 } else {
