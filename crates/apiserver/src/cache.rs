@@ -51,11 +51,25 @@ pub struct CacheEvent {
     /// receives it unconverted (with 1,000 watchers, serializing per watcher
     /// would dominate the cost of an event).
     pub encoded: std::sync::OnceLock<bytes::Bytes>,
+    /// The same for metadata-only watchers (the garbage collector watches
+    /// every resource this way).
+    pub encoded_partial: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl CacheEvent {
     pub fn encoded_object(&self) -> &bytes::Bytes {
         self.encoded.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.object).expect("JSON values serialize")))
+    }
+
+    pub fn encoded_partial(&self) -> &bytes::Bytes {
+        self.encoded_partial.get_or_init(|| {
+            let partial = serde_json::json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": self.object.get("metadata"),
+            });
+            bytes::Bytes::from(serde_json::to_vec(&partial).expect("JSON values serialize"))
+        })
     }
 }
 
@@ -220,6 +234,7 @@ impl WatchCache {
                     object: obj,
                     prev,
                     encoded: Default::default(),
+                    encoded_partial: Default::default(),
                 }
             }
             EventKind::Delete => {
@@ -236,7 +251,7 @@ impl WatchCache {
                         set.remove(&key);
                     }
                 }
-                CacheEvent { kind: WatchEventType::Deleted, key, revision, object: Arc::new(obj), prev, encoded: Default::default() }
+                CacheEvent { kind: WatchEventType::Deleted, key, revision, object: Arc::new(obj), prev, encoded: Default::default(), encoded_partial: Default::default() }
             }
         };
         let event = Arc::new(event);

@@ -73,10 +73,12 @@ fn event(req: &WatchRequest, kind: &str, object: &Value) -> Bytes {
 /// An event of the shared cache, reusing its one JSON encoding when this
 /// watcher needs the object exactly as stored.
 fn cached_event(req: &WatchRequest, kind: &str, ev: &CacheEvent) -> Bytes {
-    if req.output != Output::Json || tug_api::convert::converts(req.rt) {
-        return event(req, kind, &ev.object);
-    }
-    let encoded = ev.encoded_object();
+    let encoded = match req.output {
+        _ if tug_api::convert::converts(req.rt) => return event(req, kind, &ev.object),
+        Output::Json => ev.encoded_object(),
+        Output::PartialMetadata => ev.encoded_partial(),
+        Output::Table(_) => return event(req, kind, &ev.object),
+    };
     let mut line = Vec::with_capacity(encoded.len() + 32);
     line.extend_from_slice(b"{\"type\":\"");
     line.extend_from_slice(kind.as_bytes());

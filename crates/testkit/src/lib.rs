@@ -180,16 +180,18 @@ impl Drop for TugServer {
 
 /// The `tug` binary of this workspace, for crates other than `tug` (whose
 /// tests use `env!("CARGO_BIN_EXE_tug")`): `TUG_BIN`, else
-/// `<target>/debug/tug`. `cargo test --workspace` builds it before any test
+/// `tug` beside the test executable's `deps/` directory. `cargo test
+/// --workspace` builds it before any test
 /// runs; a lone `cargo test -p <crate>` needs `cargo build -p tug` first.
 pub fn tug_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("TUG_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug").join("tug");
+    // Test executables live in `<target>/<profile>/deps/`; the binary is
+    // `<target>/<profile>/tug`.
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("<target>/<profile>/deps/<test>");
+    let p = profile_dir.join("tug");
     assert!(p.exists(), "the tug binary is not at {}: run `cargo build -p tug` first (or set TUG_BIN)", p.display());
     p
 }

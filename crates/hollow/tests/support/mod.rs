@@ -3,23 +3,11 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube::Client;
 
-/// The `tug` binary under test: `TUG_BIN`, else `<workspace>/target/debug/tug`.
-pub fn tug_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("TUG_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")));
-    let p = target.join("debug").join("tug");
-    assert!(p.exists(), "the tug binary is not at {}: build it first with `cargo build -p tug` (or set TUG_BIN)", p.display());
-    p
-}
+pub use tug_testkit::tug_binary;
 
 fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();

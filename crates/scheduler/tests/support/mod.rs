@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,22 +17,7 @@ use tokio::sync::oneshot;
 use tug_scheduler::SchedulerConfig;
 use tug_testkit::{Backend, TugServer};
 
-/// `<workspace>/target/debug/tug` (or `TUG_BIN`).
-pub fn tug_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("TUG_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug").join("tug");
-    assert!(
-        p.exists(),
-        "the tug binary is not at {}: build it first with `cargo build -p tug` (or point TUG_BIN at one)",
-        p.display()
-    );
-    p
-}
+pub use tug_testkit::tug_binary;
 
 fn init_tracing() {
     let filter = std::env::var("TUG_TEST_LOG").unwrap_or_else(|_| "tug_scheduler=debug".into());
