@@ -576,7 +576,8 @@ impl Ctx {
                         }
                     }
                 }
-                // Labels, annotations and finalizers may still change through status updates.
+                // As upstream's ResetObjectMetaForStatus: a status write
+                // changes no metadata (labels, annotations, finalizers, owners).
                 merged["metadata"] = old["metadata"].clone();
                 obj = merged;
             }
@@ -724,7 +725,9 @@ impl Ctx {
                 if patch_type == PatchType::Json { err } else { ApiError::bad_request(e) }
             })?;
             let mut new = patched;
-            let precondition = meta::resource_version(&new).map(String::from);
+            // Only a resourceVersion the patch itself names is a precondition;
+            // otherwise conflicts with concurrent writers are retried here, as upstream.
+            let precondition = patch_resource_version(patch_type, &patch_doc);
             if let Some(rv) = &precondition {
                 if rv != &old_rev.to_string() {
                     return Err(ApiError::stale(rt.group, rt.plural, name));
@@ -1126,6 +1129,19 @@ impl Ctx {
             }
             start = last_key;
         }
+    }
+}
+
+/// The resourceVersion a patch document sets, if any.
+fn patch_resource_version(patch_type: PatchType, doc: &Value) -> Option<String> {
+    match patch_type {
+        PatchType::Json => doc.as_array()?.iter().find_map(|op| {
+            (op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                && matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace")))
+            .then(|| op.get("value").and_then(Value::as_str).map(String::from))
+            .flatten()
+        }),
+        _ => doc.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from),
     }
 }
 

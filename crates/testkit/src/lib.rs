@@ -36,6 +36,7 @@ pub struct TugServer {
     pub data_dir: PathBuf,
     pub kubeconfig: PathBuf,
     binary: PathBuf,
+    extra_args: Vec<String>,
     backend: Backend,
     child: Option<Child>,
     // Dropped after the server (field order), so etcd outlives it.
@@ -47,6 +48,12 @@ impl TugServer {
     /// Starts `binary server` on a fresh data dir and waits until its
     /// kubeconfig is written and `/readyz` answers.
     pub fn start(binary: &Path, backend: Backend) -> TugServer {
+        Self::start_with_args(binary, backend, &[])
+    }
+
+    /// Like [`TugServer::start`], with extra `tug server` flags (say
+    /// `--disable-scheduler` for a test that runs its own).
+    pub fn start_with_args(binary: &Path, backend: Backend, extra: &[&str]) -> TugServer {
         let dir = tempfile::Builder::new().prefix("tug-test-").tempdir().expect("temp dir");
         let etcd = match backend {
             Backend::Sqlite => None,
@@ -58,6 +65,7 @@ impl TugServer {
             kubeconfig: data_dir.join("kubeconfig.yaml"),
             data_dir,
             binary: binary.to_path_buf(),
+            extra_args: extra.iter().map(|a| a.to_string()).collect(),
             backend,
             child: None,
             etcd,
@@ -83,6 +91,7 @@ impl TugServer {
             .args(["--https-listen-port", &self.port.to_string()])
             .args(["--bind-address", "127.0.0.1"])
             .arg("--disable-agent")
+            .args(&self.extra_args)
             .env("TUG_LOG", std::env::var("TUG_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -94,6 +94,12 @@ struct ServerArgs {
     /// Do not run the node agent in this process (it arrives with the kubelet).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    disable_controller_manager: bool,
     /// Also run this many hollow nodes (simulated kubelets) in this process.
     #[arg(long, default_value_t = 0)]
     hollow_nodes: usize,
@@ -202,13 +208,22 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     // The controllers are clients like any other: they reach the API server
     // over HTTPS with a kubeconfig, even in the same process.
     let client = client_from_kubeconfig(&kubeconfig_path).await?;
-    let controllers = tokio::spawn(tug_controllers::run_all(client.clone(), shutdown_signal()));
-    let scheduler_client = client.clone();
-    tokio::spawn(async move {
-        if let Err(e) = tug_scheduler::run(scheduler_client, scheduler_config(), shutdown_signal()).await {
-            tracing::error!(error = %e, "scheduler stopped");
-        }
-    });
+    let controllers = if args.disable_controller_manager {
+        tokio::spawn(async {
+            shutdown_signal().await;
+            Ok(())
+        })
+    } else {
+        tokio::spawn(tug_controllers::run_all(client.clone(), shutdown_signal()))
+    };
+    if !args.disable_scheduler {
+        let scheduler_client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tug_scheduler::run(scheduler_client, scheduler_config(), shutdown_signal()).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+    }
     if args.hollow_nodes > 0 {
         let config = tug_hollow::HollowConfig { nodes: args.hollow_nodes, ..Default::default() };
         tokio::spawn(async move {

@@ -136,10 +136,12 @@ fn apply_reapply_and_server_side(s: &TugServer) {
     assert_eq!(d["spec"]["template"]["spec"]["containers"][1]["image"], "busybox:1.37");
     assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps generation");
     assert!(d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
-    // Unchanged re-apply writes nothing.
-    let rv = d["metadata"]["resourceVersion"].clone();
+    // An unchanged re-apply writes nothing (a ConfigMap: no controller writes its status).
     assert!(apply(s, &changed, &[]).contains("unchanged"));
-    assert_eq!(json(s, &["get", "deploy", "web"])["metadata"]["resourceVersion"], rv);
+    apply(s, &configmap("steady", "1"), &[]);
+    let rv = json(s, &["get", "cm", "steady"])["metadata"]["resourceVersion"].clone();
+    assert!(apply(s, &configmap("steady", "1"), &[]).contains("unchanged"));
+    assert_eq!(json(s, &["get", "cm", "steady"])["metadata"]["resourceVersion"], rv);
     // Server-side apply: another manager (kubectl scale) owns replicas now.
     ok(s, &["scale", "deploy", "web", "--replicas=5"]);
     let ssa = changed.replace("replicas: 3", "replicas: 4");

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod workloads;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ fn init_tracing() {
 }
 
 /// A running `tug server` (the shared test kit's) with a kube client for it.
+/// It runs no controllers or scheduler of its own (see [`Server::start`]).
 pub struct Server(TugServer);
 
 impl std::ops::Deref for Server {
@@ -32,13 +35,21 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
-    /// Starts the server and waits until it is ready.
+    /// Starts the server without its own controllers and scheduler (the
+    /// tests run the controllers in-process; two instances would both act)
+    /// and waits until it is ready.
     pub async fn start() -> Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         init_tracing();
-        let server = tokio::task::spawn_blocking(|| TugServer::start(&tug_testkit::tug_binary(), Backend::Sqlite))
-            .await
-            .expect("starting tug server");
+        let server = tokio::task::spawn_blocking(|| {
+            TugServer::start_with_args(
+                &tug_testkit::tug_binary(),
+                Backend::Sqlite,
+                &["--disable-controller-manager", "--disable-scheduler"],
+            )
+        })
+        .await
+        .expect("starting tug server");
         Server(server)
     }
 

@@ -34,7 +34,10 @@ impl Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         init_tracing();
         let bin = tug_binary();
-        let server = tokio::task::spawn_blocking(move || TugServer::start(&bin, Backend::Sqlite)).await.expect("starting tug server");
+        // The server's own scheduler would compete with the one under test.
+        let server = tokio::task::spawn_blocking(move || TugServer::start_with_args(&bin, Backend::Sqlite, &["--disable-scheduler"]))
+            .await
+            .expect("starting tug server");
         let client = client_for(&server).await;
         Cluster { server, client }
     }
