@@ -13,13 +13,28 @@
 //!   `foregroundDeletion` finalizers.
 //! - [`namespace`]: upstream's `pkg/controller/namespace`: empties a
 //!   Namespace being deleted, then removes its `kubernetes` finalizer.
+//! - [`replicaset`]: upstream's `pkg/controller/replicaset`: keeps the pods
+//!   of ReplicaSets and ReplicationControllers at their replica counts.
+//! - [`deployment`]: upstream's `pkg/controller/deployment`: rolling and
+//!   recreate rollouts through ReplicaSets, revisions, pause, progress
+//!   deadlines, and Tugboat's automatic rollback.
 //!
 //! [`run_all`] runs them together until a shutdown signal.
 
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
 pub mod discovery;
 pub mod garbage_collector;
+pub mod informer;
+pub mod job;
+pub mod kit;
 pub mod namespace;
+pub mod pod_control;
 pub mod queue;
+pub mod replicaset;
+pub mod revision;
+pub mod statefulset;
 
 use std::future::Future;
 
@@ -33,7 +48,13 @@ use anyhow::Context;
 pub async fn run_all(client: kube::Client, shutdown: impl Future) -> anyhow::Result<()> {
     tracing::info!("starting controllers: garbage-collector, namespace");
     let gc = garbage_collector::run(client.clone());
-    let ns = namespace::run(client);
+    let ns = namespace::run(client.clone());
+    let rs = replicaset::run(client.clone());
+    let deploy = deployment::run(client.clone());
+    let job = job::run(client.clone());
+    let cronjob = cronjob::run(client.clone());
+    let daemonset = daemonset::run(client.clone());
+    let statefulset = statefulset::run(client.clone());
     tokio::select! {
         _ = shutdown => {
             tracing::info!("controllers shutting down");
@@ -41,5 +62,11 @@ pub async fn run_all(client: kube::Client, shutdown: impl Future) -> anyhow::Res
         }
         r = gc => r.context("garbage collector stopped"),
         r = ns => r.context("namespace controller stopped"),
+        r = rs => r.context("replicaset controller stopped"),
+        r = deploy => r.context("deployment controller stopped"),
+        r = job => r.context("job controller stopped"),
+        r = cronjob => r.context("cronjob controller stopped"),
+        r = daemonset => r.context("daemonset controller stopped"),
+        r = statefulset => r.context("statefulset controller stopped"),
     }
 }
