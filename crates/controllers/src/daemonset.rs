@@ -202,7 +202,7 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
         let same = |x: &Toleration| {
             x.key.as_deref().unwrap_or("") == key
                 && x.operator.as_deref().unwrap_or("Equal") == "Exists"
-                && x.value.as_deref().unwrap_or("") == ""
+                && x.value.as_deref().unwrap_or("").is_empty()
                 && x.effect.as_deref().unwrap_or("") == effect
         };
         match tolerations.iter_mut().find(|x| same(x)) {
@@ -225,11 +225,10 @@ fn new_pod_spec(ds: &DaemonSet, node: &str) -> PodSpec {
 pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
     let name = node.metadata.name.clone().unwrap_or_default();
     let pod_spec = new_pod_spec(ds, &name);
-    if let Some(n) = spec(ds).template.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()) {
-        if n != name {
+    if let Some(n) = spec(ds).template.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty())
+        && n != name {
             return (false, false);
         }
-    }
     if !pod_spec_fits_node(&pod_spec, node) {
         return (false, false);
     }
@@ -267,11 +266,10 @@ pub fn target_node(pod: &Pod) -> Option<String> {
     let terms = &s.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
     for t in terms {
         for f in t.match_fields.iter().flatten() {
-            if f.key == "metadata.name" && f.operator == "In" {
-                if let Some([v]) = f.values.as_deref() {
+            if f.key == "metadata.name" && f.operator == "In"
+                && let Some([v]) = f.values.as_deref() {
                     return Some(v.clone());
                 }
-            }
         }
     }
     None
@@ -368,11 +366,10 @@ impl Controller {
                     return self.pod_deleted(&new);
                 }
                 let (o, n) = (controller_of(&old.metadata).map(|r| r.uid.clone()), controller_of(&new.metadata).map(|r| r.uid.clone()));
-                if o != n {
-                    if let Some(ds) = self.ds_for(&old) {
+                if o != n
+                    && let Some(ds) = self.ds_for(&old) {
                         self.queue.add(Key::of(&*ds));
                     }
-                }
                 match self.ds_for(&new) {
                     Some(ds) => self.queue.add(Key::of(&*ds)),
                     None if n.is_none() && (old.metadata.labels != new.metadata.labels || o != n) => {
@@ -637,13 +634,12 @@ impl Controller {
                             // Fighting a kubelet that rejects pods: back off.
                             let bkey = format!("{}/{}/{}", ds.uid().unwrap_or_default(), ds.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0), name);
                             let mut b = self.failed_backoff.lock().expect("lock");
-                            if let Some((delay, at)) = b.get(&bkey).copied() {
-                                if at.elapsed() < delay {
+                            if let Some((delay, at)) = b.get(&bkey).copied()
+                                && at.elapsed() < delay {
                                     let left = delay - at.elapsed();
                                     *requeue = Some(requeue.map_or(left, |r| r.min(left)));
                                     continue;
                                 }
-                            }
                             let next = match b.get(&bkey) {
                                 Some((d, at)) if at.elapsed() < FAILED_POD_BACKOFF_MAX * 2 => (*d * 2).min(FAILED_POD_BACKOFF_MAX),
                                 _ => FAILED_POD_BACKOFF_BASE,
@@ -695,11 +691,10 @@ impl Controller {
                         }
                         delete.push(p.clone());
                     }
-                    if let (Some(new), Some(old)) = (oldest_new, oldest_old) {
-                        if !is_pod_ready(&old) || is_pod_available(&new, min_ready_seconds(ds), self.now()) {
+                    if let (Some(new), Some(old)) = (oldest_new, oldest_old)
+                        && (!is_pod_ready(&old) || is_pod_available(&new, min_ready_seconds(ds), self.now())) {
                             delete.push(old);
                         }
-                    }
                 }
             }
             Some(pods) if !should_continue => {
@@ -838,7 +833,7 @@ impl Controller {
         let available = |p: &Pod| is_pod_available(p, mrs, now);
         // At most one new and one old live pod per node, else the manage
         // loop prunes first.
-        let find = |pods: &[Arc<Pod>]| -> Option<(Option<Arc<Pod>>, Option<Arc<Pod>>)> {
+        let find = |pods: &[Arc<Pod>]| -> Option<NewAndOld> {
             let (mut new, mut old) = (None, None);
             for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
                 if is_pod_updated(p, hash, generation) {
@@ -857,12 +852,11 @@ impl Controller {
         };
         for pods in node_pods.values() {
             for p in pods {
-                if !available(p) && mrs > 0 {
-                    if let Some(at) = available_at(p, mrs) {
+                if !available(p) && mrs > 0
+                    && let Some(at) = available_at(p, mrs) {
                         let d = kit::until(now, at) + Duration::from_millis(100);
                         *requeue = Some(requeue.map_or(d, |r| r.min(d)));
                     }
-                }
             }
         }
         if max_surge == 0 {
@@ -1054,6 +1048,9 @@ impl Controller {
         }
     }
 }
+
+/// The (new, old) live pod on a node (upstream's `findUpdatedPodsOnNode`).
+type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
 
 /// Status as Go serializes it (`omitempty` on the optional counters).
 fn normalized(s: &DaemonSetStatus) -> DaemonSetStatus {

@@ -18,6 +18,17 @@
 //! - [`deployment`]: upstream's `pkg/controller/deployment`: rolling and
 //!   recreate rollouts through ReplicaSets, revisions, pause, progress
 //!   deadlines, and Tugboat's automatic rollback.
+//! - [`job`]: upstream's `pkg/controller/job` (and `ttlafterfinished`):
+//!   pods up to parallelism until completions, NonIndexed and Indexed,
+//!   backoff limit, deadline, suspend, tracking finalizers, TTL.
+//! - [`cronjob`]: upstream's `pkg/controller/cronjob`: Jobs on a cron
+//!   schedule in a time zone, concurrency policies, history limits.
+//! - [`daemonset`]: upstream's `pkg/controller/daemon`: a pod per eligible
+//!   node, rolling updates with maxUnavailable/maxSurge, OnDelete.
+//! - [`statefulset`]: upstream's `pkg/controller/statefulset`: ordinal pods,
+//!   ordered or parallel, PVCs from claim templates, partitioned updates.
+//! - [`revision`]: ControllerRevisions for DaemonSets and StatefulSets;
+//!   [`kit`]: what those four share beyond [`pod_control`] and [`informer`].
 //!
 //! [`run_all`] runs them together until a shutdown signal.
 

@@ -434,22 +434,19 @@ impl Controller {
                 return;
             }
         };
-        if let Some(old) = &old {
-            if controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid) {
-                if let Some(s) = self.set_for(old) {
+        if let Some(old) = &old
+            && controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid)
+                && let Some(s) = self.set_for(old) {
                     self.queue.add(Key::of(&*s));
                 }
-            }
-        }
         match self.set_for(&new) {
             Some(s) => self.queue.add(Key::of(&*s)),
-            None if controller_of(&new.metadata).is_none() => {
-                if old.as_ref().map(|o| o.metadata.labels != new.metadata.labels).unwrap_or(true) || old.as_ref().map(|o| controller_of(&o.metadata).is_some()).unwrap_or(false) {
+            None if controller_of(&new.metadata).is_none()
+                && (old.as_ref().map(|o| o.metadata.labels != new.metadata.labels).unwrap_or(true) || old.as_ref().map(|o| controller_of(&o.metadata).is_some()).unwrap_or(false)) => {
                     for s in self.matching_sets(&new) {
                         self.queue.add(Key::of(&*s));
                     }
                 }
-            }
             None => {}
         }
     }

@@ -125,7 +125,7 @@ async fn runs_on_schedule_wakes_itself_and_prunes_history() {
     assert_eq!(j.owner_references()[0].controller, Some(true));
     let st = active_recorded(&s.client, "tick", &first_name).await;
     assert_eq!(st.last_schedule_time.unwrap().0, when);
-    assert_eq!(st.active.unwrap().iter().map(|r| r.name.clone().unwrap()).collect::<Vec<_>>(), [first_name.clone()]);
+    assert_eq!(st.active.unwrap().iter().map(|r| r.name.clone().unwrap()).collect::<Vec<_>>(), [first_name.as_str()]);
 
     // The next minute comes 2s later (in the controller's time): it wakes
     // up by itself, without any change to the cronjob.

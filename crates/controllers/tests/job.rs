@@ -239,3 +239,19 @@ async fn ttl_after_finished_deletes_the_job_and_suspend_holds_pods() {
     eventually("its pods go with it", WAIT, || async { job_pods(&c.client, "once").await.is_empty().then_some(()) }).await;
     c.shutdown().await;
 }
+
+/// A Job with its own selector (and no `manualSelector`): upstream's API
+/// adds the controller-uid to it; where the server keeps it immutable the
+/// controller runs the Job with the selector as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_with_its_own_selector_runs() {
+    let c = Cluster::start().await;
+    let mut j = job("own", json!({}));
+    j.spec.as_mut().unwrap().selector = Some(obj(json!({"matchLabels": {"app": "own"}})));
+    create(&c.client, j).await;
+    let p = eventually("a pod", WAIT, || async { pods(&c.client, "default", "app=own").await.into_iter().next() }).await;
+    assert_eq!(p.owner_references()[0].name, "own");
+    mark_terminated(&c.client, "default", &p.name_any(), true).await;
+    wait_condition(&c.client, "own", "Complete").await;
+    c.shutdown().await;
+}

@@ -246,14 +246,13 @@ pub fn most_recent_schedule_time(
         .or(cj.metadata.creation_timestamp.as_ref())
         .map(|t| t.0)
         .unwrap_or(now);
-    if include_deadline {
-        if let Some(sds) = cj.spec.as_ref().and_then(|s| s.starting_deadline_seconds) {
+    if include_deadline
+        && let Some(sds) = cj.spec.as_ref().and_then(|s| s.starting_deadline_seconds) {
             let deadline = now - SignedDuration::from_secs(sds);
             if deadline > earliest {
                 earliest = deadline;
             }
         }
-    }
     let Some(t1) = sched.next(earliest, tz) else { return Ok((earliest, None, Missed::None)) };
     if now < t1 {
         return Ok((earliest, None, Missed::None));
@@ -426,12 +425,11 @@ impl Controller {
                 let done = j.status.as_ref().and_then(|s| s.completion_time.clone());
                 let st = cj.status.get_or_insert_with(Default::default);
                 match (&st.last_successful_time, &done) {
-                    (None, _) => {
-                        if done.is_some() {
+                    (None, _)
+                        if done.is_some() => {
                             st.last_successful_time = done;
                             changed = true;
                         }
-                    }
                     (Some(last), Some(d)) if d.0 > last.0 => {
                         st.last_successful_time = done;
                         changed = true;
@@ -517,13 +515,12 @@ impl Controller {
             }
         };
         let requeue = next_schedule_duration(cj, now, &sched, &tz);
-        if let Some(sds) = spec.starting_deadline_seconds {
-            if scheduled + SignedDuration::from_secs(sds) < now {
+        if let Some(sds) = spec.starting_deadline_seconds
+            && scheduled + SignedDuration::from_secs(sds) < now {
                 let when = scheduled.to_zoned(TimeZone::UTC).strftime("%a, %d %b %Y %H:%M:%S %z").to_string();
                 self.event(cj, EventType::Warning, "MissSchedule", format!("Missed scheduled time to start a job: {when}"));
                 return (requeue, changed, None);
             }
-        }
         let name = job_name(&cj.name_any(), scheduled);
         let last = cj.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).map(|t| t.0);
         if in_active_list_by_name(cj, &name) || last == Some(scheduled) {

@@ -154,6 +154,8 @@ struct Controller {
     /// Pods whose finalizer removal was issued but not yet observed, per Job.
     finalizer_expectations: Mutex<HashMap<Key, HashSet<String>>>,
     backoff: Mutex<HashMap<Key, BackoffRecord>>,
+    /// Jobs (by uid) whose selector the server would not let us extend.
+    selector_rejected: Mutex<HashSet<String>>,
     recorder: EventRecorder,
 }
 
@@ -179,6 +181,7 @@ pub async fn run_with(client: Client, config: Config) -> anyhow::Result<()> {
         expectations: Expectations::default(),
         finalizer_expectations: Mutex::new(HashMap::new()),
         backoff: Mutex::new(HashMap::new()),
+        selector_rejected: Mutex::new(HashSet::new()),
         recorder,
     });
     let mut tasks = JoinSet::new();
@@ -301,11 +304,10 @@ fn finish_time(pod: &Pod) -> Timestamp {
             None => all_terminated = false,
         }
     }
-    if all_terminated {
-        if let Some(t) = latest {
+    if all_terminated
+        && let Some(t) = latest {
             return t;
         }
-    }
     if let Some(t) = status
         .conditions
         .iter()
@@ -361,7 +363,7 @@ impl BackoffRecord {
         let Some(last) = self.last_failure else { return Duration::ZERO };
         let mut backoff = base;
         for _ in 1..self.failures_after_last_success {
-            backoff = backoff * 2;
+            backoff *= 2;
             if backoff >= max {
                 backoff = max;
                 break;
@@ -453,6 +455,7 @@ impl Controller {
             Change::Deleted(job) => {
                 // Its pods' finalizers must go now (upstream's cleanupPodFinalizers).
                 let uid = job.metadata.uid.clone().unwrap_or_default();
+                self.selector_rejected.lock().expect("lock").remove(&uid);
                 let ns = job.namespace().unwrap_or_default();
                 for pod in self.pods.state() {
                     if pod.metadata.namespace.as_deref() == Some(ns.as_str()) && pods::is_controlled_by(&pod.metadata, &uid) && has_finalizer(&pod) {
@@ -483,22 +486,20 @@ impl Controller {
         };
         if new.metadata.deletion_timestamp.is_some() {
             // Being deleted: replacements need not wait for the end.
-            if let Some(old) = &old {
-                if controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid) {
+            if let Some(old) = &old
+                && controller_of(&old.metadata).map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid) {
                     self.pod_deleted(old, false);
                 }
-            }
             self.pod_deleted(&new, false);
             return;
         }
         let ns = new.metadata.namespace.clone().unwrap_or_default();
         if let Some(old) = &old {
             let old_ref = controller_of(&old.metadata);
-            if old_ref.map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid) {
-                if let Some(job) = old_ref.and_then(|r| self.job_for(&ns, r)) {
+            if old_ref.map(|r| &r.uid) != controller_of(&new.metadata).map(|r| &r.uid)
+                && let Some(job) = old_ref.and_then(|r| self.job_for(&ns, r)) {
                     self.enqueue(&job);
                 }
-            }
         }
         match controller_of(&new.metadata) {
             Some(r) => match self.job_for(&ns, r) {
@@ -575,12 +576,11 @@ impl Controller {
             if !is_job_controller_ref(r) {
                 return Ok(());
             }
-            if let Some(job) = self.job_for(&key.namespace, r) {
-                if !is_finished(&job) {
+            if let Some(job) = self.job_for(&key.namespace, r)
+                && !is_finished(&job) {
                     // Adopted or still running: the Job's sync counts it.
                     return Ok(());
                 }
-            }
         }
         match self.remove_finalizer(&pod).await {
             Ok(()) => Ok(()),
@@ -607,14 +607,20 @@ impl Controller {
             return Ok(None);
         };
         let job: Job = (*job).clone();
-        if let Some(m) = job.spec.as_ref().and_then(|s| s.managed_by.as_deref()) {
-            if m != CONTROLLER_NAME {
+        if let Some(m) = job.spec.as_ref().and_then(|s| s.managed_by.as_deref())
+            && m != CONTROLLER_NAME {
                 return Ok(None);
             }
-        }
         let s = spec(&job);
-        if s.selector.is_none() && s.manual_selector != Some(true) {
-            return self.generate_selector(&job).await;
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let generated = s.selector.as_ref().and_then(|l| l.match_labels.as_ref()).map(|m| m.contains_key(CONTROLLER_UID_LABEL)).unwrap_or(false);
+        if s.manual_selector != Some(true) && !generated && !self.selector_rejected.lock().expect("lock").contains(&uid)
+            && self.generate_selector(&job).await? {
+                // The updated Job comes back through the watch.
+                return Ok(None);
+            }
+        if s.selector.is_none() {
+            return Ok(None);
         }
         if is_finished(&job) {
             self.backoff.lock().expect("lock").remove(key);
@@ -672,8 +678,8 @@ impl Controller {
         let conds = ctx.job.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let backoff_limit = s.backoff_limit.unwrap_or(6);
         ctx.finished = condition_true(&conds, "SuccessCriteriaMet").cloned();
-        if ctx.finished.is_none() {
-            if let Some(target) = condition_true(&conds, "FailureTarget") {
+        if ctx.finished.is_none()
+            && let Some(target) = condition_true(&conds, "FailureTarget") {
                 ctx.finished = Some(new_condition(
                     "Failed",
                     "True",
@@ -682,7 +688,6 @@ impl Controller {
                     now,
                 ));
             }
-        }
         if ctx.finished.is_none() {
             if ctx.failed > backoff_limit || past_backoff_limit_on_failure(&ctx.job, &ctx.pods) {
                 ctx.finished = Some(new_condition("FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit", now));
@@ -701,17 +706,15 @@ impl Controller {
                 indexes::parse(ctx.job.status.as_ref().and_then(|s| s.completed_indexes.as_deref()).unwrap_or(""), completions);
             ctx.succeeded_indexes = ctx.prev_succeeded_indexes.clone();
             for p in &ctx.pods {
-                if phase(p) == "Succeeded" && has_finalizer(p) && !ctx.expected_rm.contains(p.metadata.uid.as_deref().unwrap_or("")) {
-                    if let Some(ix) = completion_index(p).filter(|i| *i < completions) {
+                if phase(p) == "Succeeded" && has_finalizer(p) && !ctx.expected_rm.contains(p.metadata.uid.as_deref().unwrap_or(""))
+                    && let Some(ix) = completion_index(p).filter(|i| *i < completions) {
                         ctx.succeeded_indexes.insert(ix);
                     }
-                }
             }
-            if ctx.finished.is_none() {
-                if let Some(msg) = match_success_policy(&s, completions, &ctx.succeeded_indexes) {
+            if ctx.finished.is_none()
+                && let Some(msg) = match_success_policy(&s, completions, &ctx.succeeded_indexes) {
                     ctx.finished = Some(new_condition("SuccessCriteriaMet", "True", "SuccessPolicy", &msg, now));
                 }
-            }
         }
 
         let mut manage_err = None;
@@ -791,7 +794,11 @@ impl Controller {
             .collect()
     }
 
-    async fn generate_selector(&self, job: &Job) -> Result<Option<Duration>, Error> {
+    /// Upstream's API strategy (`generateSelector`) done in a first update:
+    /// adds the controller-uid selector and the template labels. `false` if
+    /// the server refused (a user-set selector it keeps immutable): the Job
+    /// then runs with the selector it has.
+    async fn generate_selector(&self, job: &Job) -> Result<bool, Error> {
         let updated = with_generated_selector(job);
         let api: Api<Job> = Api::namespaced(self.client.clone(), job.metadata.namespace.as_deref().unwrap_or_default());
         let mut body = updated;
@@ -799,9 +806,14 @@ impl Controller {
         body.status = None;
         tracing::debug!(job = %job.name_any(), "setting the generated selector");
         match api.replace(&job.name_any(), &PostParams::default(), &body).await {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(true),
             // A newer Job is on its way through the watch; it is synced then.
-            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(None),
+            Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(true),
+            Err(e) if crate::pod_control::status_code(&e) == Some(422) => {
+                tracing::info!(job = %job.name_any(), error = %error_message(&e), "could not add the generated selector; using the job's own");
+                self.selector_rejected.lock().expect("lock").insert(job.metadata.uid.clone().unwrap_or_default());
+                Ok(false)
+            }
             Err(e) => Err(Error::Api("setting the generated selector", e)),
         }
     }
@@ -918,11 +930,10 @@ impl Controller {
                 let ns = ns.clone();
                 let pod_key = Key::of(&*p).to_string();
                 async move {
-                    if has_finalizer(&p) {
-                        if let Err(e) = self.remove_finalizer(&p).await {
+                    if has_finalizer(&p)
+                        && let Err(e) = self.remove_finalizer(&p).await {
                             return (is_ready(&p), Err(e));
                         }
-                    }
                     (is_ready(&p), self.delete_pod(job, &ns, &p.name_any()).await)
                 }
                 .map(move |(ready, r)| (pod_key, ready, r))
@@ -1112,11 +1123,10 @@ impl Controller {
             }
             if phase(p) == "Succeeded" && !uncounted_failed.contains(&uid) {
                 if indexed {
-                    if let Some(ix) = completion_index(p).filter(|i| *i < completions) {
-                        if !ctx.prev_succeeded_indexes.contains(&ix) {
+                    if let Some(ix) = completion_index(p).filter(|i| *i < completions)
+                        && !ctx.prev_succeeded_indexes.contains(&ix) {
                             new_succeeded_indexes.push(ix);
                         }
-                    }
                 } else if !uncounted_succeeded.contains(&uid) {
                     uncounted_succeeded.push(uid.clone());
                 }

@@ -55,11 +55,10 @@ where
             Some(_) => {
                 if matches {
                     claimed.push(c);
-                } else if !owner_deleting {
-                    if let Err(e) = release(&api, &c, &owner_uid).await {
+                } else if !owner_deleting
+                    && let Err(e) = release(&api, &c, &owner_uid).await {
                         first_err.get_or_insert(e);
                     }
-                }
             }
             None => {
                 if owner_deleting || !matches || cm.deletion_timestamp.is_some() {
@@ -115,11 +114,10 @@ where
 {
     let cm = c.meta();
     let mut patch = json!({"metadata": {"ownerReferences": [reference], "uid": cm.uid}});
-    if let Some(f) = finalizer {
-        if !cm.finalizers.as_deref().unwrap_or(&[]).iter().any(|x| x == f) {
+    if let Some(f) = finalizer
+        && !cm.finalizers.as_deref().unwrap_or(&[]).iter().any(|x| x == f) {
             patch["metadata"]["finalizers"] = json!([f]);
         }
-    }
     let name = cm.name.clone().unwrap_or_default();
     tracing::debug!(object = %name, "adopting orphan");
     match api.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await {

@@ -85,7 +85,7 @@ mod tests {
         let running = p(json!({"metadata": {"name": "b", "creationTimestamp": old}, "spec": {"containers": [], "nodeName": "n"}, "status": {"phase": "Running"}}));
         let pending = p(json!({"metadata": {"name": "c", "creationTimestamp": new}, "spec": {"containers": [], "nodeName": "n"}, "status": {"phase": "Pending"}}));
         let unassigned = p(json!({"metadata": {"name": "d", "creationTimestamp": old}, "spec": {"containers": []}, "status": {"phase": "Pending"}}));
-        let mut v = vec![running_ready, running, pending, unassigned];
+        let mut v = [running_ready, running, pending, unassigned];
         v.sort_by(deletion_order);
         let names: Vec<_> = v.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
         assert_eq!(names, ["d", "c", "b", "a"]);

@@ -92,16 +92,14 @@ pub fn pod_spec_fits_node(spec: &PodSpec, node: &Node) -> bool {
 
 /// Upstream's `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != taint.effect {
+    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect {
             return false;
         }
-    }
-    if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty()) {
-        if key != taint.key {
+    if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty())
+        && key != taint.key {
             return false;
         }
-    }
     match t.operator.as_deref().unwrap_or("") {
         "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
         "Exists" => true,
