@@ -6,6 +6,7 @@
 //! k8s-openapi types are used for schemas and typed validation.
 
 pub mod convert;
+pub mod cron;
 pub mod defaults;
 pub mod meta;
 pub mod patch;

@@ -96,16 +96,27 @@ fn validate_kind(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
         ("batch", "CronJob") => {
             match obj.pointer("/spec/schedule").and_then(Value::as_str) {
                 None | Some("") => c.push(Cause::required("spec.schedule")),
-                Some(s) if s.split_whitespace().count() != 5 && !s.starts_with('@') => {
-                    c.push(Cause::invalid("spec.schedule", &Value::String(s.into()), "unparseable schedule"));
+                Some(s) => {
+                    if let Err(e) = crate::cron::validate_schedule(s) {
+                        c.push(Cause::invalid("spec.schedule", &Value::String(s.into()), &e));
+                    }
                 }
-                _ => {}
+            }
+            if let Some(tz) = obj.pointer("/spec/timeZone").and_then(Value::as_str) {
+                if jiff::tz::db().get(tz).is_err() {
+                    c.push(Cause::invalid("spec.timeZone", &Value::String(tz.into()), &format!("unknown time zone {tz}")));
+                }
             }
             let template = obj.pointer("/spec/jobTemplate/spec/template");
             validate_template(template, "spec.jobTemplate.spec.template", None, &mut c);
             validate_job_restart_policy(template, "spec.jobTemplate.spec.template.spec.restartPolicy", &mut c);
         }
         ("", "Service") => validate_service(obj, &mut c),
+        ("", "PersistentVolumeClaim") => {
+            if obj.pointer("/spec/resources/requests/storage").is_none() && obj.pointer("/spec/dataSourceRef").is_none() {
+                c.push(Cause::required("spec.resources[storage]"));
+            }
+        }
         ("", "ConfigMap" | "Secret") => {
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(m) = obj.get(field).and_then(Value::as_object) {
@@ -308,6 +319,32 @@ mod tests {
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
         let e = validate(rt, &d).unwrap_err();
         assert_eq!(e.causes[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn cronjob_schedules_and_zones_are_parsed() {
+        let rt = find("batch", "v1", "cronjobs").unwrap();
+        let cj = |schedule: &str, tz: Option<&str>| {
+            let mut v = json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}});
+            if let Some(tz) = tz {
+                v["spec"]["timeZone"] = json!(tz);
+            }
+            v
+        };
+        assert!(validate(rt, &cj("*/5 * * * *", Some("Europe/Berlin"))).is_ok());
+        let e = validate(rt, &cj("99 * * * *", None)).unwrap_err();
+        assert_eq!(e.causes[0].field, "spec.schedule");
+        assert!(e.causes[0].message.contains("end of range (99) above maximum (59)"));
+        let e = validate(rt, &cj("* * * * *", Some("Mars/Olympus"))).unwrap_err();
+        assert!(e.causes[0].message.contains("unknown time zone Mars/Olympus"));
+    }
+
+    #[test]
+    fn claims_need_a_storage_request() {
+        let rt = find("", "v1", "persistentvolumeclaims").unwrap();
+        let e = validate(rt, &json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteOnce"]}})).unwrap_err();
+        assert_eq!(e.causes[0].field, "spec.resources[storage]");
+        assert!(validate(rt, &json!({"metadata": {"name": "c"}, "spec": {"resources": {"requests": {"storage": "1Gi"}}}})).is_ok());
     }
 
     #[test]

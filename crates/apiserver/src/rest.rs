@@ -311,6 +311,9 @@ impl Ctx {
             }
         }
         admit_create(rt, &mut obj);
+        if rt.group == "apps" && rt.kind == "DaemonSet" {
+            set_annotation(&mut obj, DAEMONSET_TEMPLATE_GENERATION, "1");
+        }
         if rt.group.is_empty() && rt.kind == "Pod" {
             self.admit_priority(&mut obj).await?;
         }
@@ -636,6 +639,9 @@ impl Ctx {
         if tracks_generation(rt) && spec_part(&old) != spec_part(&obj) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
+            if rt.group == "apps" && rt.kind == "DaemonSet" && old.pointer("/spec/template") != obj.pointer("/spec/template") {
+                set_annotation(&mut obj, DAEMONSET_TEMPLATE_GENERATION, &(g + 1).to_string());
+            }
         }
         let allocated = self.allocate_service(rt, &mut obj, Some(&old)).await?;
         let recorded_sub = sub.filter(|s| *s == "status" || *s == "scale");
@@ -1132,6 +1138,18 @@ impl Ctx {
     }
 }
 
+/// Upstream's DaemonSet strategy records the generation of the template here
+/// (pods get it as their `pod-template-generation` label).
+const DAEMONSET_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+fn set_annotation(obj: &mut Value, key: &str, value: &str) {
+    let m = meta::metadata_mut(obj);
+    if !m.get("annotations").map(Value::is_object).unwrap_or(false) {
+        m.insert("annotations".into(), json!({}));
+    }
+    m["annotations"].as_object_mut().expect("object").insert(key.into(), json!(value));
+}
+
 /// The resourceVersion a patch document sets, if any.
 fn patch_resource_version(patch_type: PatchType, doc: &Value) -> Option<String> {
     match patch_type {
@@ -1289,7 +1307,14 @@ fn check_immutable(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), Ap
     };
     match (rt.group, rt.kind) {
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => immutable("/spec/selector", "spec.selector")?,
-        ("batch", "Job") => immutable("/spec/selector", "spec.selector")?,
+        ("batch", "Job") => {
+            immutable("/spec/selector", "spec.selector")?;
+            immutable("/spec/template", "spec.template")?;
+            // Only Indexed Jobs may change completions (with parallelism).
+            if new.pointer("/spec/completionMode").and_then(Value::as_str) != Some("Indexed") {
+                immutable("/spec/completions", "spec.completions")?;
+            }
+        }
         ("", "Pod") => {
             // Only images, activeDeadlineSeconds and added tolerations may change.
             let strip = |v: &Value| {

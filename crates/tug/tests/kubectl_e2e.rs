@@ -363,6 +363,11 @@ fn typed_creates_send_protobuf(s: &TugServer) {
     let uid = job["metadata"]["uid"].as_str().unwrap();
     assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid, "selector generated from the uid");
     assert_eq!(job["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"], "once");
+    // A running Job's template and completions are immutable.
+    let err = fails(s, &["patch", "job", "once", "--type=merge", "-p", r#"{"spec":{"completions":4}}"#]);
+    assert!(err.contains("spec.completions") && err.contains("field is immutable"), "{err}");
+    let out = with_stdin(s, &["apply", "-f", "-"], "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: bad\nspec:\n  schedule: \"99 * * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: c, image: busybox}]\n");
+    assert!(text(&out.stderr).contains("end of range (99) above maximum (59)"), "{}", text(&out.stderr));
     ok(s, &["create", "priorityclass", "high", "--value=1000"]);
     ok(s, &["create", "quota", "q", "--hard=pods=3"]);
     assert_eq!(ok(s, &["get", "quota", "q", "-o", "jsonpath={.spec.hard.pods}"]), "3");
