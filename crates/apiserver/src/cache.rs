@@ -88,6 +88,17 @@ struct State {
     revision: Revision,
 }
 
+impl State {
+    /// The objects whose keys start with `prefix`, in key order.
+    fn under(&self, prefix: &str) -> Vec<Arc<Value>> {
+        self.objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.object.clone())
+            .collect()
+    }
+}
+
 pub struct WatchCache {
     state: RwLock<State>,
     events: broadcast::Sender<Arc<CacheEvent>>,
@@ -284,13 +295,7 @@ impl WatchCache {
     /// Objects under `prefix` in key order, and the cache revision.
     pub async fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, Revision) {
         let state = self.state.read().await;
-        let items = state
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.object.clone())
-            .collect();
-        (items, state.revision)
+        (state.under(prefix), state.revision)
     }
 
     /// Pods bound to `node` (or unbound, for ""), through the index.
@@ -334,12 +339,6 @@ impl WatchCache {
     ) -> (Vec<Arc<Value>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
         let state = self.state.read().await;
         let rx = self.events.subscribe();
-        let items = state
-            .objects
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.object.clone())
-            .collect();
-        (items, state.revision, rx)
+        (state.under(prefix), state.revision, rx)
     }
 }
