@@ -18,9 +18,10 @@ use tug_store::{EventKind, ListOptions, Revision, Store};
 
 /// How many recent events the ring keeps for watch resumption.
 const RING_CAPACITY: usize = 100_000;
-/// Live event fan-out buffer; a watcher that falls this far behind is ended
-/// (the client re-lists), never silently skipped past.
-const BROADCAST_CAPACITY: usize = 65_536;
+/// Live event fan-out buffer per resource; a watcher that falls this far
+/// behind is ended (the client re-watches from the ring or re-lists), never
+/// silently skipped past.
+const BROADCAST_CAPACITY: usize = 16_384;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatchEventType {
@@ -101,7 +102,13 @@ impl State {
 
 pub struct WatchCache {
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<CacheEvent>>,
+    /// One fan-out channel per resource (by storage key prefix), so that an
+    /// event wakes only the watchers of its resource: with the garbage
+    /// collector watching every resource, a single channel would wake dozens
+    /// of watchers per write.
+    channels: Vec<(String, broadcast::Sender<Arc<CacheEvent>>)>,
+    /// Keys that belong to no served resource.
+    other: broadcast::Sender<Arc<CacheEvent>>,
     revision_tx: watch::Sender<Revision>,
 }
 
@@ -130,9 +137,13 @@ fn node_of(obj: &Value) -> String {
 impl WatchCache {
     /// Lists everything under `/registry/` and starts following the store.
     pub async fn start(store: Arc<dyn Store>) -> anyhow::Result<Arc<WatchCache>> {
-        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let mut prefixes: Vec<String> = tug_api::RESOURCES.iter().map(|r| r.key_prefix()).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        let channels = prefixes.into_iter().map(|p| (p, broadcast::channel(BROADCAST_CAPACITY).0)).collect();
+        let (other, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (revision_tx, _) = watch::channel(0);
-        let cache = Arc::new(WatchCache { state: RwLock::new(State::default()), events, revision_tx });
+        let cache = Arc::new(WatchCache { state: RwLock::new(State::default()), channels, other, revision_tx });
         let start = cache.load(&store).await?;
         let follower = cache.clone();
         tokio::spawn(async move { follower.follow(store, start).await });
@@ -273,8 +284,13 @@ impl WatchCache {
         state.revision = revision;
         // Send while holding the lock so that subscribers that read the ring
         // under the lock see each event exactly once.
-        let _ = self.events.send(event);
+        let _ = self.channel(&event.key).send(event);
         self.revision_tx.send_replace(revision);
+    }
+
+    /// The channel of the resource a key (or a watcher's key prefix) belongs to.
+    fn channel(&self, key: &str) -> &broadcast::Sender<Arc<CacheEvent>> {
+        self.channels.iter().find(|(p, _)| key.starts_with(p.as_str())).map(|(_, c)| c).unwrap_or(&self.other)
     }
 
     pub fn revision(&self) -> Revision {
@@ -320,15 +336,16 @@ impl WatchCache {
     /// gap and no duplicate. `Err(oldest)` when `revision` is older than the ring.
     pub async fn watch_from(
         &self,
+        prefix: &str,
         revision: Revision,
     ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), Revision> {
         let state = self.state.read().await;
-        let rx = self.events.subscribe();
+        let rx = self.channel(prefix).subscribe();
         let oldest = state.ring.front().map(|e| e.revision).unwrap_or(state.revision + 1);
         if revision < state.revision && revision + 1 < oldest {
             return Err(oldest - 1);
         }
-        let replay = state.ring.iter().filter(|e| e.revision > revision).cloned().collect();
+        let replay = state.ring.iter().filter(|e| e.revision > revision && e.key.starts_with(prefix)).cloned().collect();
         Ok((replay, rx))
     }
 
@@ -338,7 +355,7 @@ impl WatchCache {
         prefix: &str,
     ) -> (Vec<Arc<Value>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
         let state = self.state.read().await;
-        let rx = self.events.subscribe();
+        let rx = self.channel(prefix).subscribe();
         (state.under(prefix), state.revision, rx)
     }
 }

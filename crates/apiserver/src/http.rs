@@ -217,7 +217,7 @@ impl Server {
             Ok(reply) => {
                 let list = reply.body.get("items").is_some() && reply.body.get("kind").and_then(Value::as_str).map(|k| k.ends_with("List")).unwrap_or(false);
                 let is_status = reply.body.get("kind").and_then(Value::as_str) == Some("Status");
-                let rendered = if is_status || rr.subresource.as_deref() == Some("scale") {
+                let rendered = if is_status || rr.subresource.as_deref() == Some("scale") || output == Output::Json {
                     reply.body
                 } else if list {
                     output.list(rr.rt, reply.body)

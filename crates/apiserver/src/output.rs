@@ -59,7 +59,7 @@ impl Output {
     /// One object (GET, or the result of a write).
     pub fn object(&self, rt: &ResourceType, obj: &Value) -> Value {
         match self {
-            Output::Json => obj.clone(),
+            Output::Json => obj.clone(), // (http.rs serves JSON without this copy)
             Output::Table(inc) => {
                 let mut t = tables::table_for(rt.kind, std::slice::from_ref(obj), jiff::Timestamp::now(), *inc);
                 t["metadata"] = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")});

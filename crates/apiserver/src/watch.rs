@@ -105,7 +105,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
         (objs, rev, rx, Vec::new())
     } else {
         let from: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-        match cache.watch_from(from).await {
+        match cache.watch_from(&req.prefix, from).await {
             Ok((replay, rx)) => (Vec::new(), from, rx, replay),
             Err(oldest) => {
                 // Upstream answers an expired watch with 200 and an ERROR event.
