@@ -187,16 +187,15 @@ fn open_connection(path: &Path, opts: &SqliteOptions) -> rusqlite::Result<Connec
     )?;
     conn.busy_timeout(opts.busy_timeout)?;
     conn.pragma_update(None, "journal_size_limit", opts.wal_size_limit)?;
+    // Every hot statement is cached; room for all of them with margin.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
 fn newest_revision(conn: &Connection) -> rusqlite::Result<Revision> {
     Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'kv'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'kv'")?
+        .query_row([], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0))
 }
@@ -428,9 +427,11 @@ fn check_revision(tx: &Connection, requested: Revision) -> Result<()> {
 }
 
 fn get_newest(conn: &Connection, key: &[u8]) -> rusqlite::Result<Option<Row>> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT id, deleted, create_revision, value FROM kv
          WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(
         [key],
         |r| {
             Ok(Row {
@@ -1032,29 +1033,50 @@ type BatchResult = Vec<Result<(Applied, Arc<Event>)>>;
 /// error in one request rolls back only that request (savepoint); an error
 /// in the transaction itself fails the whole batch.
 fn apply_batch(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<BatchResult> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut revision = newest_revision(&tx)?;
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        let sp = tx.savepoint()?;
-        match apply_one(&sp, op, revision + 1) {
-            Ok(Ok(applied)) => {
-                sp.commit()?;
-                revision += 1;
-                results.push(Ok(applied));
-            }
-            Ok(Err(e)) => {
-                drop(sp);
-                results.push(Err(e));
-            }
-            Err(e) => {
-                drop(sp); // rolls back this request only
-                results.push(Err(backend("write", e)));
+    // Transaction and savepoint statements go through the statement cache:
+    // rusqlite's `transaction()`/`savepoint()` re-parse their SQL on every
+    // call, which cost more than the inserts themselves at high write rates.
+    let stmt = |sql: &str| -> rusqlite::Result<()> { conn.prepare_cached(sql)?.execute([]).map(|_| ()) };
+    stmt("BEGIN IMMEDIATE")?;
+    let batch = (|| -> rusqlite::Result<BatchResult> {
+        let mut revision = newest_revision(conn)?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            stmt("SAVEPOINT op")?;
+            match apply_one(conn, op, revision + 1) {
+                Ok(Ok(applied)) => {
+                    stmt("RELEASE op")?;
+                    revision += 1;
+                    results.push(Ok(applied));
+                }
+                Ok(result) => {
+                    stmt("ROLLBACK TO op")?;
+                    stmt("RELEASE op")?;
+                    results.push(result);
+                }
+                Err(e) => {
+                    // Rolls back this request only.
+                    stmt("ROLLBACK TO op")?;
+                    stmt("RELEASE op")?;
+                    results.push(Err(backend("write", e)));
+                }
             }
         }
+        Ok(results)
+    })();
+    match batch {
+        Ok(results) => match stmt("COMMIT") {
+            Ok(()) => Ok(results),
+            Err(e) => {
+                let _ = stmt("ROLLBACK");
+                Err(e)
+            }
+        },
+        Err(e) => {
+            let _ = stmt("ROLLBACK");
+            Err(e)
+        }
     }
-    tx.commit()?;
-    Ok(results)
 }
 
 fn live_kv(key: &str, row: &Row) -> KeyValue {
