@@ -10,6 +10,10 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
             if let Some(spec) = obj.get_mut("spec") {
                 default_pod_spec(spec);
             }
+            if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+                link_singular_and_plural_ips(status, "podIP", "podIPs");
+                link_singular_and_plural_ips(status, "hostIP", "hostIPs");
+            }
         }
         ("", "PodTemplate") => default_template(obj.get_mut("template")),
         ("", "ReplicationController") => {
@@ -170,6 +174,25 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
     }
 }
 
+/// Upstream's v1 `PodStatus` conversion for a singular IP field and its
+/// plural (`podIP`/`podIPs`, `hostIP`/`hostIPs`): a singular without a
+/// plural becomes the plural's only entry, and the plural's first entry
+/// fills a missing singular.
+fn link_singular_and_plural_ips(status: &mut Map<String, Value>, singular: &str, plural: &str) {
+    let one = status.get(singular).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let first = status.get(plural).and_then(|p| p.pointer("/0/ip")).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let plural_empty = status.get(plural).and_then(Value::as_array).map(Vec::is_empty).unwrap_or(true);
+    match (one, first) {
+        (Some(ip), _) if plural_empty => {
+            status.insert(plural.into(), json!([{"ip": ip}]));
+        }
+        (None, Some(ip)) => {
+            status.insert(singular.into(), json!(ip));
+        }
+        _ => {}
+    }
+}
+
 fn ensure_obj<'a>(obj: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
     if !obj.get(field).map(Value::is_object).unwrap_or(false) {
         obj[field] = json!({});
@@ -302,6 +325,32 @@ mod tests {
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(p["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(p["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn pod_status_ips_fill_their_singular_or_plural() {
+        let mut p = json!({"spec": {"containers": []}, "status": {"podIP": "10.42.0.5", "hostIP": "192.168.1.10"}});
+        apply_defaults("", "Pod", &mut p);
+        assert_eq!(p["status"]["podIPs"], json!([{"ip": "10.42.0.5"}]));
+        assert_eq!(p["status"]["hostIPs"], json!([{"ip": "192.168.1.10"}]));
+
+        let mut p = json!({"status": {"podIPs": [{"ip": "10.42.0.6"}, {"ip": "fd00::6"}], "hostIPs": [{"ip": "192.168.1.11"}]}});
+        apply_defaults("", "Pod", &mut p);
+        assert_eq!(p["status"]["podIP"], "10.42.0.6");
+        assert_eq!(p["status"]["hostIP"], "192.168.1.11");
+        assert_eq!(p["status"]["podIPs"], json!([{"ip": "10.42.0.6"}, {"ip": "fd00::6"}]), "the plural is kept as is");
+
+        // An empty plural counts as missing; nothing is invented from nothing.
+        let mut p = json!({"status": {"podIP": "10.42.0.7", "podIPs": [], "phase": "Pending"}});
+        apply_defaults("", "Pod", &mut p);
+        assert_eq!(p["status"]["podIPs"], json!([{"ip": "10.42.0.7"}]));
+        assert!(p["status"].get("hostIP").is_none() && p["status"].get("hostIPs").is_none(), "{p}");
+
+        // Both set: left as they are.
+        let both = json!({"status": {"podIP": "10.42.0.8", "podIPs": [{"ip": "10.42.0.8"}, {"ip": "fd00::8"}]}});
+        let mut p = both.clone();
+        apply_defaults("", "Pod", &mut p);
+        assert_eq!(p, both);
     }
 
     #[test]

@@ -11,11 +11,13 @@ pub mod defaults;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;
+pub mod quota;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod status;
 pub mod tables;
+pub mod taints;
 pub mod validation;
 
 pub use resources::{ResourceType, RESOURCES};

@@ -198,7 +198,19 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 
 /// RFC 3339 with second precision, as upstream serializes `metav1.Time`.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    // Formatted once per second per thread: every create stamps one, and
+    // strftime showed up in the create path's profile.
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = jiff::Timestamp::now();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now.as_second() {
+            *last = (now.as_second(), now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
+        last.1.clone()
+    })
 }
 
 /// `metav1.MicroTime`, for leases and events.

@@ -39,9 +39,9 @@ impl IncludeObject {
 
 /// Builds the `Table` for `objects` of `kind`. `metadata` is left empty for the caller to
 /// fill (`resourceVersion`, `continue`, ...).
-pub fn table_for(
+pub fn table_for<O: std::borrow::Borrow<Value>>(
     kind: &str,
-    objects: &[Value],
+    objects: &[O],
     now: Timestamp,
     include_object: IncludeObject,
 ) -> Value {
@@ -50,6 +50,7 @@ pub fn table_for(
     let rows: Vec<Value> = objects
         .iter()
         .map(|obj| {
+            let obj: &Value = obj.borrow();
             let mut row = Map::new();
             row.insert("cells".into(), Value::Array((printer.cells)(obj, &ctx)));
             if kind == "Pod"
