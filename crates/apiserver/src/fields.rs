@@ -252,10 +252,15 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
     }
     let Some(def) = definition_of(obj) else { return };
     let new_set = field_set(obj, def);
-    let changed: FieldSet = match old {
-        None => new_set.clone(),
-        Some(o) => new_set.iter().filter(|p| get_at(o, p) != get_at(obj, p)).cloned().collect(),
+    let Some(old) = old else {
+        // A create: the manager owns every field, all of them present by
+        // construction (no diff, no re-lookup of each path).
+        let entry = entry(manager, "Update", api_version, &new_set, subresource);
+        meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(vec![entry]));
+        return;
     };
+    let changed: FieldSet = new_set.iter().filter(|p| get_at(old, p) != get_at(obj, p)).cloned().collect();
+    let old = Some(old);
     let mut list = match old {
         Some(o) => entries(o),
         None => Vec::new(),

@@ -29,7 +29,7 @@ pub struct Server {
     pub metrics: Metrics,
 }
 
-fn json_response(status: StatusCode, content_type: &str, body: &Value) -> Response<Body> {
+fn json_response(status: StatusCode, content_type: &str, body: &impl serde::Serialize) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("serializable");
     Response::builder()
         .status(status)
@@ -215,17 +215,22 @@ impl Server {
         let result = self.dispatch(&rr, &method, &headers, &q, body).await;
         let resp = match result {
             Ok(reply) => {
-                let list = reply.body.get("items").is_some() && reply.body.get("kind").and_then(Value::as_str).map(|k| k.ends_with("List")).unwrap_or(false);
-                let is_status = reply.body.get("kind").and_then(Value::as_str) == Some("Status");
-                let rendered = if is_status || rr.subresource.as_deref() == Some("scale") || output == Output::Json {
-                    reply.body
-                } else if list {
-                    output.list(rr.rt, reply.body)
+                let mut r = if let Some(list) = reply.list {
+                    let ct = output.content_type(true);
+                    match output {
+                        Output::Json => json_response(reply.status, ct, &list),
+                        _ => json_response(reply.status, ct, &output.list(rr.rt, list)),
+                    }
                 } else {
-                    output.object(rr.rt, &reply.body)
+                    let is_status = reply.body.get("kind").and_then(Value::as_str) == Some("Status");
+                    let plain = is_status || rr.subresource.as_deref() == Some("scale");
+                    let ct = if plain { "application/json" } else { output.content_type(false) };
+                    if plain || output == Output::Json {
+                        json_response(reply.status, ct, &reply.body)
+                    } else {
+                        json_response(reply.status, ct, &output.object(rr.rt, &reply.body))
+                    }
                 };
-                let ct = if is_status || rr.subresource.as_deref() == Some("scale") { "application/json" } else { output.content_type(list) };
-                let mut r = json_response(reply.status, ct, &rendered);
                 for w in reply.warnings {
                     if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
                         r.headers_mut().append(header::WARNING, v);

@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod output;
+pub mod quota;
 pub mod request;
 pub mod rest;
 pub mod tls;
@@ -58,7 +59,7 @@ impl ApiServer {
             server_address: config.advertise_address.clone(),
             metrics: metrics::Metrics::default(),
         });
-        bootstrap::ensure_builtin_objects(&server.ctx).await?;
+        bootstrap::ensure_builtin_objects(&server.ctx, &config.advertise_address).await?;
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let local_addr = listener.local_addr()?;
         let task = tokio::spawn(tls::serve(listener, pki.server_tls_config(), server.clone()));

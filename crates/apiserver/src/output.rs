@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 use tug_api::resources::ResourceType;
 use tug_api::tables::{self, IncludeObject};
 
+use crate::rest::ListBody;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Output {
     Json,
@@ -69,19 +71,19 @@ impl Output {
         }
     }
 
-    /// A list body as built by the REST layer.
-    pub fn list(&self, rt: &ResourceType, list: Value) -> Value {
+    /// A list body as built by the REST layer, as a Table or metadata only
+    /// (plain JSON is served from the `ListBody` itself).
+    pub fn list(&self, rt: &ResourceType, list: ListBody) -> Value {
         match self {
-            Output::Json => list,
+            Output::Json => serde_json::to_value(&list).expect("JSON values serialize"),
             Output::Table(inc) => {
-                let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-                let mut t = tables::table_for(rt.kind, &items, jiff::Timestamp::now(), *inc);
-                t["metadata"] = list.get("metadata").cloned().unwrap_or(json!({}));
+                let mut t = tables::table_for(rt.kind, &list.items, jiff::Timestamp::now(), *inc);
+                t["metadata"] = list.metadata;
                 t
             }
             Output::PartialMetadata => {
-                let items: Vec<Value> = list.get("items").and_then(Value::as_array).map(|a| a.iter().map(Self::partial).collect()).unwrap_or_default();
-                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list.get("metadata"), "items": items})
+                let items: Vec<Value> = list.items.iter().map(|o| Self::partial(o)).collect();
+                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list.metadata, "items": items})
             }
         }
     }

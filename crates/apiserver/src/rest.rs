@@ -37,19 +37,52 @@ pub struct Ctx {
     pub alloc: Allocator,
 }
 
-/// The result of a REST call: status, body and warnings.
+/// The result of a REST call: status, body and warnings. A LIST carries its
+/// items in `list` (and `Null` in `body`).
 pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub warnings: Vec<String>,
+    pub list: Option<ListBody>,
+}
+
+/// A list response whose items are the watch cache's shared objects: it is
+/// serialized straight from them, never copied into one big `Value` (a
+/// 100,000-object LIST used to deep-copy every object first).
+pub struct ListBody {
+    pub kind: String,
+    pub api_version: String,
+    pub metadata: Value,
+    pub items: Vec<Arc<Value>>,
+}
+
+impl serde::Serialize for ListBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Items<'a>(&'a [Arc<Value>]);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|o| &**o))
+            }
+        }
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("kind", &self.kind)?;
+        m.serialize_entry("apiVersion", &self.api_version)?;
+        m.serialize_entry("metadata", &self.metadata)?;
+        m.serialize_entry("items", &Items(&self.items))?;
+        m.end()
+    }
 }
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { status: StatusCode::OK, body, warnings: Vec::new() }
+        Reply { status: StatusCode::OK, body, warnings: Vec::new(), list: None }
     }
     fn with(status: StatusCode, body: Value) -> Reply {
-        Reply { status, body, warnings: Vec::new() }
+        Reply { status, body, warnings: Vec::new(), list: None }
+    }
+    fn list(list: ListBody) -> Reply {
+        Reply { status: StatusCode::OK, body: Value::Null, warnings: Vec::new(), list: Some(list) }
     }
 }
 
@@ -129,6 +162,7 @@ fn tracks_generation(rt: &ResourceType) -> bool {
             | ("autoscaling", _)
             | ("policy", _)
             | ("networking.k8s.io", "Ingress" | "NetworkPolicy")
+            | ("discovery.k8s.io", "EndpointSlice")
     )
 }
 
@@ -146,6 +180,18 @@ fn spec_part(obj: &Value) -> Value {
         m.remove("status");
     }
     o
+}
+
+/// Whether an update bumps `metadata.generation`: any change outside
+/// metadata and status; for an EndpointSlice (it has no status) also a
+/// change of its labels, as upstream's `endpointSliceStrategy`.
+fn bumps_generation(rt: &ResourceType, old: &Value, new: &Value) -> bool {
+    if spec_part(old) != spec_part(new) {
+        return true;
+    }
+    // Semantic equality: no labels and empty labels are the same.
+    let labels = |o: &Value| o.pointer("/metadata/labels").and_then(Value::as_object).filter(|l| !l.is_empty()).cloned();
+    (rt.group, rt.kind) == ("discovery.k8s.io", "EndpointSlice") && labels(old) != labels(new)
 }
 
 impl Ctx {
@@ -319,15 +365,16 @@ impl Ctx {
         }
         defaults::apply_defaults(rt.group, rt.kind, &mut obj);
         validation::validate(rt, &obj)?;
+        crate::quota::admit_create(self, rt, rr.namespace.as_deref(), &obj, is_dry_run(q)).await?;
         let allocated = self.allocate_service(rt, &mut obj, None).await?;
         fields::record_update(&mut obj, None, manager, &rt.api_version(), "Update", None);
         if is_dry_run(q) {
             self.release_allocations(&allocated).await;
-            return Ok(Reply { status: StatusCode::CREATED, body: obj, warnings });
+            return Ok(Reply { status: StatusCode::CREATED, body: obj, warnings, list: None });
         }
         let key = rt.key(rr.namespace.as_deref(), &name);
         match self.store.create(&key, encode_for_store(rt, &obj)).await {
-            Ok(rev) => Ok(Reply { status: StatusCode::CREATED, body: with_revision(obj, rev), warnings }),
+            Ok(rev) => Ok(Reply { status: StatusCode::CREATED, body: with_revision(obj, rev), warnings, list: None }),
             Err(e) => {
                 self.release_allocations(&allocated).await;
                 Err(store_err(rt, &name, e))
@@ -636,7 +683,7 @@ impl Ctx {
         }
         validation::validate(rt, &obj)?;
         check_immutable(rt, &old, &obj)?;
-        if tracks_generation(rt) && spec_part(&old) != spec_part(&obj) {
+        if tracks_generation(rt) && bumps_generation(rt, &old, &obj) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta::metadata_mut(&mut obj).insert("generation".into(), json!(g + 1));
             if rt.group == "apps" && rt.kind == "DaemonSet" && old.pointer("/spec/template") != obj.pointer("/spec/template") {
@@ -929,7 +976,7 @@ impl Ctx {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Reply::ok(self.list_body(rr.rt, deleted.into_iter().map(Arc::new).collect(), self.cache.revision(), None, None)))
+        Ok(Reply::list(self.list_body(rr.rt, deleted.into_iter().map(Arc::new).collect(), self.cache.revision(), None, None)))
     }
 
     /// POST pods/{name}/binding: assigns a node, once.
@@ -976,34 +1023,152 @@ impl Ctx {
         Err(ApiError::stale(rt.group, rt.plural, name))
     }
 
-    /// POST pods/{name}/eviction: a delete that respects PodDisruptionBudgets.
+    /// POST pods/{name}/eviction: a delete that respects PodDisruptionBudgets
+    /// (upstream's EvictionREST). A pod that is pending, finished or being
+    /// deleted is deleted at once. Otherwise the one PDB selecting it (more
+    /// is a 500) must allow a disruption: `disruptionsAllowed` is taken down
+    /// by one and the pod recorded in `disruptedPods`, by compare-and-swap,
+    /// before the delete; at 0 the answer is 429. A pod that is not ready
+    /// costs nothing when the budget is met anyway (or the PDB's
+    /// `unhealthyPodEvictionPolicy` is `AlwaysAllow`).
     pub async fn evict(&self, rr: &ResourceRequest, name: &str, body: Value, q: &Query) -> Result<Reply, ApiError> {
+        const MAX_DISRUPTED_PODS: usize = 2000;
         let rt = rr.rt;
-        let (pod, _) = self.read(rt, rr.namespace.as_deref(), name).await?;
+        if let Some(n) = meta::meta_str(&body, "name").filter(|n| !n.is_empty() && *n != name) {
+            return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object: {name} != {n}")));
+        }
         let ns = rr.namespace.clone().unwrap_or_default();
-        let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-        if !terminal {
-            let (pdbs, _) = self.cache.list(&format!("/registry/poddisruptionbudgets/{ns}/")).await;
-            for pdb in pdbs {
-                let Some(sel) = pdb.pointer("/spec/selector") else { continue };
-                let Ok(sel) = LabelSelector::from_label_selector_json(sel) else { continue };
-                // Upstream's eviction treats an empty PDB selector as matching nothing.
-                if !sel.is_empty() && sel.matches(meta::labels(&pod)) {
-                    let allowed = pdb.pointer("/status/disruptionsAllowed").and_then(Value::as_i64).unwrap_or(0);
-                    if allowed <= 0 {
-                        let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
-                        e.causes = vec![Cause::new("DisruptionBudget", "", format!(
-                            "The disruption budget {} needs {} healthy pods and has {} currently",
-                            meta::name(&pdb),
-                            pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
-                            pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0)
-                        ))];
-                        return Err(e);
-                    }
-                }
+        let mut options = body.get("deleteOptions").cloned().filter(Value::is_object).unwrap_or(json!({}));
+        let dry_run = is_dry_run(q) || options.get("dryRun").and_then(Value::as_array).map(|a| a.iter().any(|v| v == "All")).unwrap_or(false);
+        let rv_given = options.pointer("/preconditions/resourceVersion").is_some();
+        let too_many = |retry: Option<u32>, cause: String| {
+            let mut e = ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+            e.retry_after_seconds = retry;
+            e.causes = vec![Cause::new("DisruptionBudget", "", cause)];
+            e
+        };
+        let pdb_rt = tug_api::resources::find("policy", "v1", "poddisruptionbudgets").ok_or_else(|| ApiError::internal("poddisruptionbudgets are not served"))?;
+        let mut pod = Value::Null;
+        let mut pod_rev = 0;
+        for attempt in 0..PATCH_RETRIES {
+            (pod, pod_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
+            let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+            let deleting = pod.pointer("/metadata/deletionTimestamp").is_some();
+            if !(matches!(phase, "Succeeded" | "Failed" | "Pending") || deleting) {
+                break;
+            }
+            // It disrupts nothing; a pending pod is deleted only as read, so
+            // that it cannot have become ready meanwhile.
+            let mut o = options.clone();
+            if phase == "Pending" && !deleting && !rv_given {
+                o["preconditions"]["resourceVersion"] = json!(pod_rev.to_string());
+            }
+            match self.delete(rr, name, &o, q).await {
+                Err(e) if e.code == 409 && !rv_given && attempt + 1 < PATCH_RETRIES => continue,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status())),
             }
         }
-        let options = body.get("deleteOptions").cloned().unwrap_or(json!({}));
+        let (pdbs, _) = self.cache.list(&format!("{}{ns}/", pdb_rt.key_prefix())).await;
+        let matching: Vec<Arc<Value>> = pdbs
+            .into_iter()
+            .filter(|pdb| {
+                let Some(Ok(sel)) = pdb.pointer("/spec/selector").map(LabelSelector::from_label_selector_json) else { return false };
+                // Upstream's eviction treats an empty PDB selector as matching nothing.
+                !sel.is_empty() && sel.matches(meta::labels(&pod))
+            })
+            .collect();
+        if matching.len() > 1 {
+            return Ok(Reply::with(StatusCode::INTERNAL_SERVER_ERROR, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.", "code": 500})));
+        }
+        if let Some(cached) = matching.first() {
+            let pdb_name = meta::name(cached).to_string();
+            let int = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+            let ready = pod.pointer("/status/conditions").and_then(Value::as_array).map(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")).unwrap_or(false);
+            let always_allow = cached.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str) == Some("AlwaysAllow");
+            let (current, desired) = (int(cached, "/status/currentHealthy"), int(cached, "/status/desiredHealthy"));
+            if !ready && (always_allow || (current >= desired && desired > 0)) {
+                // Not counted as healthy: evicting it costs the budget
+                // nothing, as long as it does not become ready meanwhile.
+                if !rv_given {
+                    options["preconditions"]["resourceVersion"] = json!(pod_rev.to_string());
+                }
+                return match self.delete(rr, name, &options, q).await {
+                    Err(e) if e.code == 409 && !rv_given => {
+                        Err(too_many(Some(10), format!("The disruption budget {pdb_name} is still being processed by the server.")))
+                    }
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status())),
+                };
+            }
+            let mut decremented = false;
+            for _ in 0..PATCH_RETRIES {
+                let (mut pdb, pdb_rev) = self.read(pdb_rt, Some(&ns), &pdb_name).await?;
+                if int(&pdb, "/status/observedGeneration") < int(&pdb, "/metadata/generation") {
+                    return Err(too_many(Some(10), format!("The disruption budget {pdb_name} is still being processed by the server.")));
+                }
+                let allowed = int(&pdb, "/status/disruptionsAllowed");
+                let forbidden = |why: &str| {
+                    let mut e = ApiError::forbidden(format!("poddisruptionbudgets.policy \"{pdb_name}\" is forbidden: {why}"));
+                    (e.group, e.kind, e.name) = ("policy".into(), "poddisruptionbudgets".into(), pdb_name.clone());
+                    e
+                };
+                if allowed < 0 {
+                    return Err(forbidden("pdb disruptions allowed is negative"));
+                }
+                if pdb.pointer("/status/disruptedPods").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0) > MAX_DISRUPTED_PODS {
+                    return Err(forbidden("DisruptedPods map too big - too many evictions not confirmed by PDB controller"));
+                }
+                if allowed == 0 {
+                    return Err(too_many(None, format!(
+                        "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                        int(&pdb, "/status/desiredHealthy"),
+                        int(&pdb, "/status/currentHealthy")
+                    )));
+                }
+                if dry_run {
+                    decremented = true;
+                    break;
+                }
+                let status = &mut pdb["status"];
+                status["disruptionsAllowed"] = json!(allowed - 1);
+                if !status.get("disruptedPods").map(Value::is_object).unwrap_or(false) {
+                    status["disruptedPods"] = json!({});
+                }
+                status["disruptedPods"][name] = json!(meta::now_rfc3339());
+                if allowed == 1 {
+                    // Upstream's UpdateDisruptionAllowedCondition.
+                    let observed = status.get("observedGeneration").cloned().unwrap_or(json!(0));
+                    if !status.get("conditions").map(Value::is_array).unwrap_or(false) {
+                        status["conditions"] = json!([]);
+                    }
+                    let conds = status["conditions"].as_array_mut().expect("an array");
+                    let mut cond = json!({"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods", "message": "",
+                        "observedGeneration": observed, "lastTransitionTime": meta::now_rfc3339()});
+                    match conds.iter_mut().find(|c| c["type"] == "DisruptionAllowed") {
+                        Some(c) => {
+                            if c["status"] == "False" {
+                                cond["lastTransitionTime"] = c["lastTransitionTime"].clone();
+                            }
+                            *c = cond;
+                        }
+                        None => conds.push(cond),
+                    }
+                }
+                match self.store.update(&pdb_rt.key(Some(&ns), &pdb_name), encode_for_store(pdb_rt, &pdb), pdb_rev).await {
+                    Ok(_) => {
+                        decremented = true;
+                        break;
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_err(pdb_rt, &pdb_name, e)),
+                }
+            }
+            if !decremented {
+                return Err(ApiError::timeout(format!("couldn't update PodDisruptionBudget \"{pdb_name}\" due to conflicts")));
+            }
+        }
         self.delete(rr, name, &options, q).await?;
         Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status()))
     }
@@ -1014,10 +1179,10 @@ impl Ctx {
         if convert::converts(rr.rt) {
             items = items.into_iter().map(|o| Arc::new(convert::from_storage(rr.rt, Arc::unwrap_or_clone(o)))).collect();
         }
-        Ok(Reply::ok(self.list_body(rr.rt, items, rev, cont, remaining)))
+        Ok(Reply::list(self.list_body(rr.rt, items, rev, cont, remaining)))
     }
 
-    fn list_body(&self, rt: &ResourceType, items: Vec<Arc<Value>>, rev: Revision, cont: Option<String>, remaining: Option<i64>) -> Value {
+    fn list_body(&self, rt: &ResourceType, items: Vec<Arc<Value>>, rev: Revision, cont: Option<String>, remaining: Option<i64>) -> ListBody {
         let mut metadata = json!({"resourceVersion": rev.to_string()});
         if let Some(c) = cont {
             metadata["continue"] = json!(c);
@@ -1025,13 +1190,7 @@ impl Ctx {
         if let Some(r) = remaining {
             metadata["remainingItemCount"] = json!(r);
         }
-        let items: Vec<Value> = items.into_iter().map(Arc::unwrap_or_clone).collect();
-        json!({
-            "kind": format!("{}List", rt.kind),
-            "apiVersion": rt.api_version(),
-            "metadata": metadata,
-            "items": items,
-        })
+        ListBody { kind: format!("{}List", rt.kind), api_version: rt.api_version(), metadata, items }
     }
 
     async fn list_objects(&self, rr: &ResourceRequest, q: &Query) -> Result<(Vec<Arc<Value>>, Revision), ApiError> {
@@ -1234,16 +1393,31 @@ fn admit_create(rt: &ResourceType, obj: &mut Value) {
     spec.entry("preemptionPolicy").or_insert(json!("PreemptLowerPriority"));
     // DefaultTolerationSeconds admission.
     let tolerations = spec.entry("tolerations").or_insert(json!([]));
+    if tolerations.is_null() {
+        *tolerations = json!([]);
+    }
     if let Some(list) = tolerations.as_array_mut() {
         for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-            let present = list.iter().any(|t| t.get("key").and_then(Value::as_str) == Some(key) || (t.get("key").is_none() && t.get("operator") == Some(&json!("Exists"))));
-            if !present {
+            if !tolerates_no_execute(list, key) {
                 list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
             }
         }
     }
     let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
     obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+/// Upstream's DefaultTolerationSeconds check: a toleration for `key` (or
+/// for every key: empty key) whose effect is `NoExecute` or empty (every
+/// effect) already tolerates the taint, so no default is added.
+fn tolerates_no_execute(tolerations: &[Value], key: &str) -> bool {
+    let empty = |v: Option<&Value>| v.and_then(Value::as_str).is_none_or(str::is_empty);
+    tolerations.iter().any(|t| {
+        let k = t.get("key");
+        let key_matches = empty(k) || k.and_then(Value::as_str) == Some(key);
+        let effect_matches = empty(t.get("effect")) || t.get("effect").and_then(Value::as_str) == Some("NoExecute");
+        key_matches && effect_matches
+    })
 }
 
 /// Upstream's QoS class of a pod spec.
@@ -1468,4 +1642,92 @@ pub fn field_manager(q: &Query, headers: &HeaderMap) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or("unknown")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_slices_track_generation_on_any_change_but_metadata() {
+        let rt = tug_api::resources::find("discovery.k8s.io", "v1", "endpointslices").expect("endpointslices are served");
+        assert!(tracks_generation(rt));
+        let old = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "s", "generation": 1, "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["10.42.0.5"]}], "ports": [{"port": 80}]});
+        let changed = |f: &dyn Fn(&mut Value)| {
+            let mut new = old.clone();
+            f(&mut new);
+            bumps_generation(rt, &old, &new)
+        };
+        assert!(!changed(&|_| {}));
+        assert!(changed(&|o| o["endpoints"][0]["addresses"][0] = json!("10.42.0.6")));
+        assert!(changed(&|o| o["ports"][0]["port"] = json!(81)));
+        assert!(changed(&|o| o["metadata"]["labels"]["extra"] = json!("x")), "labels count for EndpointSlices");
+        assert!(!changed(&|o| o["metadata"]["annotations"] = json!({"a": "b"})), "other metadata does not");
+        let unlabeled = json!({"metadata": {"name": "s"}, "addressType": "IPv4"});
+        let mut empty = unlabeled.clone();
+        empty["metadata"]["labels"] = json!({});
+        assert!(!bumps_generation(rt, &unlabeled, &empty), "no labels and empty labels are equal");
+        // Other kinds: labels are metadata only.
+        let deployments = tug_api::resources::find("apps", "v1", "deployments").expect("deployments are served");
+        let mut relabeled = old.clone();
+        relabeled["metadata"]["labels"]["extra"] = json!("x");
+        assert!(!bumps_generation(deployments, &old, &relabeled));
+    }
+
+    #[test]
+    fn default_toleration_seconds_unless_already_tolerated_for_no_execute() {
+        let pods = tug_api::resources::find("", "v1", "pods").expect("pods are served");
+        let admitted = |tolerations: Value| {
+            let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "c", "image": "x"}], "tolerations": tolerations}});
+            admit_create(pods, &mut pod);
+            pod["spec"]["tolerations"].as_array().expect("tolerations").clone()
+        };
+        let defaulted = |list: &[Value], key: &str| {
+            list.iter().filter(|t| t["key"] == key).any(|t| {
+                t["tolerationSeconds"] == 300 && t["effect"] == "NoExecute" && t["operator"] == "Exists"
+            })
+        };
+        let (nr, ur) = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable");
+
+        // None, or absent: both defaults.
+        for input in [json!([]), Value::Null] {
+            let l = admitted(input);
+            assert!(defaulted(&l, nr) && defaulted(&l, ur) && l.len() == 2, "{l:?}");
+        }
+        let mut bare = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
+        admit_create(pods, &mut bare);
+        assert_eq!(bare["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
+
+        // A NoSchedule toleration of not-ready does not tolerate NoExecute:
+        // the default is added next to it.
+        let l = admitted(json!([{"key": nr, "operator": "Exists", "effect": "NoSchedule"}]));
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(defaulted(&l, nr) && defaulted(&l, ur));
+
+        // NoExecute, or any effect (empty), for the key: kept as is, no default.
+        let own = json!({"key": nr, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60});
+        let l = admitted(json!([own.clone()]));
+        assert_eq!(l, vec![own, l[1].clone()]);
+        assert!(!defaulted(&l, nr) && defaulted(&l, ur), "{l:?}");
+        let l = admitted(json!([{"key": ur, "operator": "Exists"}]));
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(defaulted(&l, nr) && !defaulted(&l, ur), "{l:?}");
+        let l = admitted(json!([{"key": ur, "operator": "Exists", "effect": ""}]));
+        assert!(defaulted(&l, nr) && !defaulted(&l, ur), "{l:?}");
+
+        // Empty key with operator Exists tolerates every key: for NoExecute
+        // or every effect it covers both; for NoSchedule only, neither.
+        for t in [json!({"operator": "Exists"}), json!({"key": "", "operator": "Exists", "effect": "NoExecute"})] {
+            assert_eq!(admitted(json!([t.clone()])), vec![t]);
+        }
+        let l = admitted(json!([{"operator": "Exists", "effect": "NoSchedule"}]));
+        assert!(defaulted(&l, nr) && defaulted(&l, ur) && l.len() == 3, "{l:?}");
+
+        // Other keys do not count.
+        let l = admitted(json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoExecute"}]));
+        assert!(defaulted(&l, nr) && defaulted(&l, ur) && l.len() == 3, "{l:?}");
+    }
 }
