@@ -241,25 +241,8 @@ impl RequiredNodeAffinity {
 // ---------------------------------------------------------------------------
 // Taints and tolerations.
 
-/// `Toleration.ToleratesTaint`.
-pub fn toleration_tolerates_taint(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect {
-            return false;
-        }
-    if let Some(key) = t.key.as_deref().filter(|k| !k.is_empty())
-        && key != taint.key {
-            return false;
-        }
-    match t.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        "Exists" => true,
-        _ => false,
-    }
-}
-
 pub fn tolerations_tolerate_taint(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| toleration_tolerates_taint(t, taint))
+    tolerations.iter().any(|t| tug_api::taints::tolerates(t, taint))
 }
 
 /// The first taint passing `filter` that no toleration tolerates.
@@ -396,23 +379,5 @@ mod tests {
         let fields = NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n"])]) };
         assert!(node_selector_term_matches(&fields, &l, "n"));
         assert!(!node_selector_term_matches(&fields, &l, "m"));
-    }
-
-    #[test]
-    fn tolerations() {
-        let taint = Taint { key: "k".into(), value: Some("v".into()), effect: "NoSchedule".into(), time_added: None };
-        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
-            key: key.map(String::from),
-            operator: op.map(String::from),
-            value: value.map(String::from),
-            effect: effect.map(String::from),
-            toleration_seconds: None,
-        };
-        assert!(toleration_tolerates_taint(&t(Some("k"), None, Some("v"), None), &taint));
-        assert!(toleration_tolerates_taint(&t(Some("k"), Some("Equal"), Some("v"), Some("NoSchedule")), &taint));
-        assert!(!toleration_tolerates_taint(&t(Some("k"), Some("Equal"), Some("w"), None), &taint));
-        assert!(!toleration_tolerates_taint(&t(Some("k"), Some("Exists"), None, Some("NoExecute")), &taint));
-        assert!(toleration_tolerates_taint(&t(None, Some("Exists"), None, None), &taint));
-        assert!(!toleration_tolerates_taint(&t(Some("other"), Some("Exists"), None, None), &taint));
     }
 }

@@ -7,7 +7,8 @@
 //! - [`cache`]: nodes and assigned pods from watches, with assumed pods.
 //! - [`queue`]: active/backoff/unschedulable queues and the nominator.
 //! - [`algorithm`]: one scheduling decision on a snapshot.
-//! - [`leader`]: Lease-based leader election.
+//! - [`leader`]: Lease-based leader election (the `tug-leader` crate,
+//!   shared with the controller manager).
 //!
 //! Entry point: [`run`].
 
@@ -17,7 +18,6 @@ pub mod events;
 pub mod framework;
 pub mod helpers;
 mod informers;
-pub mod leader;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
@@ -30,7 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use leader::LeaderElectionConfig;
+pub use tug_leader as leader;
+pub use tug_leader::LeaderElectionConfig;
+
+/// The scheduler's Lease in `kube-system`.
+pub const LEASE_NAME: &str = "tug-scheduler";
 
 /// The default scheduler name pods ask for.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -77,7 +81,7 @@ impl SchedulerConfig {
     /// The defaults with leader election on the `kube-system/tug-scheduler`
     /// Lease under `identity`.
     pub fn with_leader_election(identity: &str) -> SchedulerConfig {
-        SchedulerConfig { leader_election: Some(LeaderElectionConfig::new(identity)), ..Default::default() }
+        SchedulerConfig { leader_election: Some(LeaderElectionConfig::new(LEASE_NAME, identity)), ..Default::default() }
     }
 }
 

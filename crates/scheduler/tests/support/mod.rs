@@ -35,10 +35,14 @@ impl Cluster {
         init_tracing();
         let bin = tug_binary();
         // The server's own scheduler would compete with the one under test.
-        let server = tokio::task::spawn_blocking(move || TugServer::start_with_args(&bin, Backend::Sqlite, &["--disable-scheduler"]))
+        // The test nodes have no Lease and no kubelet heartbeat: a long grace
+        // period keeps the node lifecycle controller from marking them
+        // Unknown (and tainting them unreachable) mid-test.
+        let args = ["--disable-scheduler", "--node-monitor-grace-period", "1h"];
+        let server = tokio::task::spawn_blocking(move || TugServer::start_with_args(&bin, Backend::Sqlite, &args))
             .await
             .expect("starting tug server");
-        let client = client_for(&server).await;
+        let client = server.client().await;
         Cluster { server, client }
     }
 
@@ -145,12 +149,6 @@ impl Cluster {
         });
         SchedulerHandle { stop: Some(tx), task: Some(task), metrics }
     }
-}
-
-pub async fn client_for(server: &TugServer) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("reading the kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kube config");
-    Client::try_from(config).expect("kube client")
 }
 
 pub struct SchedulerHandle {
