@@ -34,11 +34,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, Informer};
+use crate::informer::{Change, SharedInformers};
 use crate::kit::pods::{available_at, creation};
 use crate::kit::selector::{Selector, pod_spec_fits_node, selects_all, untolerated_taint};
 use crate::kit::{self, Clock, Key};
@@ -106,11 +105,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 
 /// Runs the DaemonSet controller until its informers stop.
 pub async fn run_with(client: Client, config: Config) -> anyhow::Result<()> {
+    run_shared(client.clone(), config, SharedInformers::new(client)).await
+}
+
+/// [`run_with`] on the process's shared informers.
+pub async fn run_shared(client: Client, config: Config, informers: SharedInformers) -> anyhow::Result<()> {
     let (queue, workers) = queue::queue::<Key>(Backoff::CONTROLLER);
-    let ds_inf = Informer::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
-    let pod_inf = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let node_inf = Informer::new(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let rev_inf = Informer::new(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default());
+    let ds_inf = informers.get::<DaemonSet>();
+    let pod_inf = informers.get::<Pod>();
+    let node_inf = informers.get::<Node>();
+    let rev_inf = informers.get::<ControllerRevision>();
     let recorder = EventRecorder::new(client.clone(), "daemonset-controller");
     let ctl = Arc::new(Controller {
         client: client.clone(),

@@ -57,6 +57,24 @@ where
     /// Watches until dropped, calling `handler` with every change once the
     /// store reflects it. Watch failures are logged and retried with backoff.
     pub async fn run(self, what: &'static str, mut handler: impl FnMut(Change<K>) + Send) {
+        self.run_with(what, |apply, changes, _synced| {
+            apply();
+            for c in changes {
+                handler(c);
+            }
+        })
+        .await
+    }
+
+    /// The loop behind [`run`](Self::run): for each store update, `sink` gets
+    /// the update to apply, the changes it makes, and whether it completed a
+    /// list; it must call the update before passing the changes on (the
+    /// shared informer does both under its dispatch lock).
+    pub(crate) async fn run_with(
+        self,
+        what: &str,
+        mut sink: impl FnMut(&mut dyn FnMut(), Vec<Change<K>>, bool) + Send,
+    ) {
         let Informer { api, config, mut writer, reader } = self;
         let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
         let mut listed: Vec<K> = Vec::new();
@@ -71,16 +89,16 @@ where
             match &event {
                 Event::Apply(obj) => {
                     let old = reader.get(&ObjectRef::from_obj(obj));
-                    writer.apply_watcher_event(&event);
                     let new = Arc::new(obj.clone());
-                    handler(match old {
+                    let change = match old {
                         Some(old) => Change::Updated(old, new),
                         None => Change::Added(new),
-                    });
+                    };
+                    sink(&mut || writer.apply_watcher_event(&event), vec![change], false);
                 }
                 Event::Delete(obj) => {
-                    writer.apply_watcher_event(&event);
-                    handler(Change::Deleted(Arc::new(obj.clone())));
+                    let change = Change::Deleted(Arc::new(obj.clone()));
+                    sink(&mut || writer.apply_watcher_event(&event), vec![change], false);
                 }
                 Event::Init => {
                     listed.clear();
@@ -93,18 +111,19 @@ where
                 Event::InitDone => {
                     let mut before: HashMap<ObjectRef<K>, Arc<K>> =
                         reader.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect();
-                    writer.apply_watcher_event(&event);
+                    let mut changes = Vec::new();
                     for obj in listed.drain(..) {
                         let new = Arc::new(obj);
                         match before.remove(&ObjectRef::from_obj(&*new)) {
                             Some(old) if old.meta().resource_version == new.meta().resource_version => {}
-                            Some(old) => handler(Change::Updated(old, new)),
-                            None => handler(Change::Added(new)),
+                            Some(old) => changes.push(Change::Updated(old, new)),
+                            None => changes.push(Change::Added(new)),
                         }
                     }
                     for (_, gone) in before {
-                        handler(Change::Deleted(gone));
+                        changes.push(Change::Deleted(gone));
                     }
+                    sink(&mut || writer.apply_watcher_event(&event), changes, true);
                 }
             }
         }
@@ -139,5 +158,154 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     match key.split_once('/') {
         Some((ns, name)) => (Some(ns), name),
         None => (None, key),
+    }
+}
+
+impl<K: Clone> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Added(k) => Change::Added(k.clone()),
+            Change::Updated(a, b) => Change::Updated(a.clone(), b.clone()),
+            Change::Deleted(k) => Change::Deleted(k.clone()),
+        }
+    }
+}
+
+/// client-go's `SharedInformerFactory`: one cluster-wide watch and one store
+/// per resource type, shared by every controller in the process. Without
+/// it each controller kept its own copy of every Pod and Node (a dozen pod
+/// watches in one controller manager), which multiplied both the memory and
+/// the API server's fan-out by the number of controllers.
+///
+/// Cheap to clone; the watches stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct SharedInformers {
+    inner: Arc<FactoryInner>,
+}
+
+struct FactoryInner {
+    client: kube::Client,
+    informers: std::sync::Mutex<HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for FactoryInner {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl SharedInformers {
+    pub fn new(client: kube::Client) -> Self {
+        SharedInformers {
+            inner: Arc::new(FactoryInner {
+                client,
+                informers: Default::default(),
+                tasks: Default::default(),
+            }),
+        }
+    }
+
+    /// The shared informer of every `K` in the cluster; its watch starts on
+    /// first use.
+    pub fn get<K>(&self) -> SharedInformer<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    {
+        let mut map = self.inner.informers.lock().expect("informers lock");
+        let id = std::any::TypeId::of::<K>();
+        if let Some(existing) = map.get(&id) {
+            let shared = existing.downcast_ref::<SharedInformer<K>>().expect("keyed by type");
+            return shared.clone();
+        }
+        let informer = Informer::new(Api::<K>::all(self.inner.client.clone()), watcher::Config::default());
+        let shared = SharedInformer {
+            store: informer.store(),
+            dispatch: Arc::new(std::sync::Mutex::new(Dispatch { synced: false, next_id: 0, handlers: Vec::new() })),
+        };
+        let dispatch = shared.dispatch.clone();
+        let what = K::kind(&()).into_owned();
+        let task = tokio::spawn(async move {
+            informer
+                .run_with(&what, |apply, changes, synced| {
+                    // The store update and the dispatch happen under one lock, so
+                    // a handler registering concurrently sees each object either
+                    // in its replay or as a change, never both or neither.
+                    let mut d = dispatch.lock().expect("dispatch lock");
+                    apply();
+                    for c in changes {
+                        for (_, h) in d.handlers.iter_mut() {
+                            h(c.clone());
+                        }
+                    }
+                    d.synced |= synced;
+                })
+                .await
+        });
+        self.inner.tasks.lock().expect("tasks lock").push(task);
+        map.insert(id, Box::new(shared.clone()));
+        shared
+    }
+}
+
+type Handler<K> = Box<dyn FnMut(Change<K>) + Send>;
+
+struct Dispatch<K> {
+    /// The first list has been applied (later handlers get a replay).
+    synced: bool,
+    next_id: u64,
+    handlers: Vec<(u64, Handler<K>)>,
+}
+
+/// One resource's shared informer: the same `store()` and `run()` as an
+/// [`Informer`], so a controller can use either.
+pub struct SharedInformer<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    dispatch: Arc<std::sync::Mutex<Dispatch<K>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for SharedInformer<K> {
+    fn clone(&self) -> Self {
+        SharedInformer { store: self.store.clone(), dispatch: self.dispatch.clone() }
+    }
+}
+
+impl<K> SharedInformer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Calls `handler` with every change until the returned future is
+    /// dropped. A handler that joins after the first list first gets every
+    /// object in the store as `Added`, as client-go's shared informers do.
+    pub async fn run(self, _what: &'static str, handler: impl FnMut(Change<K>) + Send + 'static) {
+        let id = {
+            let mut d = self.dispatch.lock().expect("dispatch lock");
+            let mut handler: Handler<K> = Box::new(handler);
+            if d.synced {
+                for obj in self.store.state() {
+                    handler(Change::Added(obj));
+                }
+            }
+            let id = d.next_id;
+            d.next_id += 1;
+            d.handlers.push((id, handler));
+            id
+        };
+        struct Unregister<K: Resource<DynamicType = ()> + Clone + 'static>(Arc<std::sync::Mutex<Dispatch<K>>>, u64);
+        impl<K: Resource<DynamicType = ()> + Clone + 'static> Drop for Unregister<K> {
+            fn drop(&mut self) {
+                if let Ok(mut d) = self.0.lock() {
+                    d.handlers.retain(|(i, _)| *i != self.1);
+                }
+            }
+        }
+        let _unregister = Unregister(self.dispatch.clone(), id);
+        std::future::pending::<()>().await
     }
 }

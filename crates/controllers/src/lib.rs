@@ -29,27 +29,67 @@
 //!   ordered or parallel, PVCs from claim templates, partitioned updates.
 //! - [`revision`]: ControllerRevisions for DaemonSets and StatefulSets;
 //!   [`kit`]: what those four share beyond [`pod_control`] and [`informer`].
+//! - [`node_lifecycle`]: upstream's `pkg/controller/nodelifecycle` and
+//!   `tainteviction`: Nodes whose Lease goes stale become Unknown and
+//!   tainted, their pods not ready, and pods not tolerating a Node's
+//!   `NoExecute` taints are evicted (not while every Node is down).
+//! - [`node_ipam`]: upstream's `pkg/controller/nodeipam`: a pod CIDR per
+//!   Node out of the cluster CIDR.
+//! - [`pod_gc`]: upstream's `pkg/controller/podgc`: force-deletes orphaned,
+//!   unscheduled terminating and surplus terminated pods.
+//! - [`endpoints`]: upstream's `pkg/controller/endpoint`: an Endpoints per
+//!   Service with a selector (ready and not-ready pod addresses, target
+//!   ports resolved per pod); it also runs [`endpointslice`], upstream's
+//!   `pkg/controller/endpointslice` (discovery.k8s.io/v1 EndpointSlices,
+//!   up to 100 endpoints each), over the same pod and Service watches.
+//! - [`serviceaccount`]: upstream's `pkg/controller/serviceaccount`: a
+//!   `default` ServiceAccount in every active Namespace.
+//! - [`disruption`]: upstream's `pkg/controller/disruption`: the status of
+//!   PodDisruptionBudgets (healthy, desired and expected pods, disruptions
+//!   allowed), which the API server's eviction subresource spends.
+//! - [`resourcequota`]: upstream's `pkg/controller/resourcequota`:
+//!   ResourceQuota `status.hard` and `status.used`, recounted on deletions
+//!   and every five minutes (the API server's admission charges creates).
 //!
-//! [`run_all`] runs them together until a shutdown signal.
+//! [`run_all`] runs them together until a shutdown signal;
+//! [`run_all_with`] with a [`ControllerConfig`] (kube-controller-manager's
+//! flags); [`run_all_elected`] only while holding the
+//! `kube-system/kube-controller-manager` Lease ([`leader`], shared with the
+//! scheduler), so that of several controller managers one acts at a time.
 
+pub mod config;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informer;
 pub mod job;
 pub mod kit;
 pub mod namespace;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod pod_control;
+pub mod pod_gc;
 pub mod queue;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revision;
+pub mod serviceaccount;
 pub mod statefulset;
 
 use std::future::Future;
 
 use anyhow::Context;
+
+pub use config::ControllerConfig;
+pub use tug_leader as leader;
+
+/// The controller manager's Lease in `kube-system` (upstream's name).
+pub const LEASE_NAME: &str = "kube-controller-manager";
 
 /// Runs every controller concurrently until `shutdown` completes.
 ///
@@ -57,15 +97,29 @@ use anyhow::Context;
 /// own, so an `Err` means one of them could not go on at all; the others are
 /// stopped then too (dropping a controller aborts its tasks).
 pub async fn run_all(client: kube::Client, shutdown: impl Future) -> anyhow::Result<()> {
-    tracing::info!("starting controllers: garbage-collector, namespace");
+    run_all_with(client, ControllerConfig::default(), shutdown).await
+}
+
+/// [`run_all`] with `config` instead of the defaults.
+pub async fn run_all_with(client: kube::Client, config: ControllerConfig, shutdown: impl Future) -> anyhow::Result<()> {
+    tracing::info!("starting controllers");
+    // One watch and one store per resource type for all controllers.
+    let informers = informer::SharedInformers::new(client.clone());
     let gc = garbage_collector::run(client.clone());
     let ns = namespace::run(client.clone());
-    let rs = replicaset::run(client.clone());
-    let deploy = deployment::run(client.clone());
-    let job = job::run(client.clone());
-    let cronjob = cronjob::run(client.clone());
-    let daemonset = daemonset::run(client.clone());
-    let statefulset = statefulset::run(client.clone());
+    let rs = replicaset::run_shared(client.clone(), informers.clone());
+    let deploy = deployment::run_shared(client.clone(), informers.clone());
+    let job = job::run_shared(client.clone(), Default::default(), informers.clone());
+    let cronjob = cronjob::run_shared(client.clone(), Default::default(), informers.clone());
+    let daemonset = daemonset::run_shared(client.clone(), Default::default(), informers.clone());
+    let statefulset = statefulset::run_shared(client.clone(), Default::default(), informers.clone());
+    let node_lifecycle = node_lifecycle::run_shared(client.clone(), config.clone(), informers.clone());
+    let node_ipam = node_ipam::run_shared(client.clone(), config.clone(), informers.clone());
+    let pod_gc = pod_gc::run_shared(client.clone(), config.clone(), informers.clone());
+    let endpoints = endpoints::run_shared(client.clone(), Default::default(), informers.clone());
+    let serviceaccount = serviceaccount::run_shared(client.clone(), Default::default(), informers.clone());
+    let disruption = disruption::run_shared(client.clone(), Default::default(), informers.clone());
+    let resourcequota = resourcequota::run_shared(client.clone(), Default::default(), informers.clone());
     tokio::select! {
         _ = shutdown => {
             tracing::info!("controllers shutting down");
@@ -79,5 +133,32 @@ pub async fn run_all(client: kube::Client, shutdown: impl Future) -> anyhow::Res
         r = cronjob => r.context("cronjob controller stopped"),
         r = daemonset => r.context("daemonset controller stopped"),
         r = statefulset => r.context("statefulset controller stopped"),
+        r = node_lifecycle => r.context("node lifecycle controller stopped"),
+        r = node_ipam => r.context("node IPAM controller stopped"),
+        r = pod_gc => r.context("pod GC controller stopped"),
+        r = endpoints => r.context("endpoints and endpointslice controllers stopped"),
+        r = serviceaccount => r.context("serviceaccount controller stopped"),
+        r = disruption => r.context("disruption controller stopped"),
+        r = resourcequota => r.context("resource quota controller stopped"),
     }
+}
+
+/// Leader election for the controller manager: the [`LEASE_NAME`] Lease
+/// under `identity` (see [`leader::default_identity`]), upstream's timings.
+pub fn leader_election(identity: &str) -> leader::LeaderElectionConfig {
+    leader::LeaderElectionConfig::new(LEASE_NAME, identity)
+}
+
+/// [`run_all_with`], but only while holding the lease `election` names:
+/// campaigns until it leads, runs every controller while it renews, stops
+/// them all if the lease is lost (and campaigns again), and gives the lease
+/// up on shutdown. Two controller managers never act at once.
+pub async fn run_all_elected(
+    client: kube::Client,
+    config: ControllerConfig,
+    election: leader::LeaderElectionConfig,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
+    tracing::info!(lease = %election.name, identity = %election.identity, "controller manager: campaigning for leadership");
+    leader::run_elected(client.clone(), election, shutdown, || run_all_with(client.clone(), config.clone(), std::future::pending::<()>())).await
 }

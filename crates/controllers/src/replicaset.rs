@@ -37,13 +37,12 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::discovery::group_of;
-use crate::informer::{self, Change, Informer};
+use crate::informer::{self, Change, SharedInformers};
 use crate::pod_control::{self, EventRecorder, Expectations, PodControl};
 use crate::queue::{self, Backoff, Queue};
 
@@ -221,9 +220,14 @@ fn nonzero(n: i32) -> Option<i32> {
 /// Runs the ReplicaSet and ReplicationController controllers until one of
 /// their tasks ends (they do not on their own: watch failures are retried).
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let pods = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
-    let rss = Informer::<ReplicaSet>::new(Api::all(client.clone()), watcher::Config::default());
-    let rcs = Informer::<ReplicationController>::new(Api::all(client.clone()), watcher::Config::default());
+    run_shared(client.clone(), SharedInformers::new(client)).await
+}
+
+/// [`run`] on the process's shared informers.
+pub async fn run_shared(client: Client, informers: SharedInformers) -> anyhow::Result<()> {
+    let pods = informers.get::<Pod>();
+    let rss = informers.get::<ReplicaSet>();
+    let rcs = informers.get::<ReplicationController>();
     let (rs_ctl, rs_workers) = SetController::<ReplicaSet>::new(client.clone(), rss.store(), pods.store());
     let (rc_ctl, rc_workers) = SetController::<ReplicationController>::new(client, rcs.store(), pods.store());
 

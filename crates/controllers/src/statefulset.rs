@@ -36,11 +36,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, Informer};
+use crate::informer::{Change, SharedInformers};
 use crate::kit::pods::{is_controlled_by, is_terminating, phase};
 use crate::kit::selector::Selector;
 use crate::kit::{self, Clock, Key};
@@ -91,10 +90,15 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 
 /// Runs the StatefulSet controller until its informers stop.
 pub async fn run_with(client: Client, config: Config) -> anyhow::Result<()> {
+    run_shared(client.clone(), config, SharedInformers::new(client)).await
+}
+
+/// [`run_with`] on the process's shared informers.
+pub async fn run_shared(client: Client, config: Config, informers: SharedInformers) -> anyhow::Result<()> {
     let (queue, workers) = queue::queue::<Key>(Backoff::CONTROLLER);
-    let set_inf = Informer::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default());
-    let pod_inf = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let rev_inf = Informer::new(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default());
+    let set_inf = informers.get::<StatefulSet>();
+    let pod_inf = informers.get::<Pod>();
+    let rev_inf = informers.get::<ControllerRevision>();
     let ctl = Arc::new(Controller {
         recorder: EventRecorder::new(client.clone(), "statefulset-controller"),
         client,

@@ -40,11 +40,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, Informer};
+use crate::informer::{Change, SharedInformers};
 use crate::kit::{self, Clock, Key};
 use crate::pod_control::{EventRecorder, EventType, controller_of, controller_ref, error_message, is_namespace_terminating, is_not_found, object_ref};
 use crate::queue::{self, Backoff, Queue};
@@ -92,9 +91,14 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 
 /// Runs the CronJob controller until its informers stop.
 pub async fn run_with(client: Client, config: Config) -> anyhow::Result<()> {
+    run_shared(client.clone(), config, SharedInformers::new(client)).await
+}
+
+/// [`run_with`] on the process's shared informers.
+pub async fn run_shared(client: Client, config: Config, informers: SharedInformers) -> anyhow::Result<()> {
     let (queue, workers) = queue::queue::<Key>(Backoff::CONTROLLER);
-    let cj_informer = Informer::new(Api::<CronJob>::all(client.clone()), watcher::Config::default());
-    let job_informer = Informer::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let cj_informer = informers.get::<CronJob>();
+    let job_informer = informers.get::<Job>();
     let (cronjobs, jobs) = (cj_informer.store(), job_informer.store());
     let ctl = Arc::new(Controller {
         recorder: EventRecorder::new(client.clone(), "cronjob-controller"),

@@ -54,11 +54,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::informer::{self, Change, Informer};
+use crate::informer::{self, Change, SharedInformers};
 use crate::pod_control::{self, EventRecorder, EventType};
 use crate::queue::{self, Backoff, Queue};
 use util::*;
@@ -84,9 +83,14 @@ impl From<kube::Error> for Error {
 /// Runs the Deployment controller until one of its tasks ends (they do not
 /// on their own: watch failures are retried).
 pub async fn run(client: Client) -> anyhow::Result<()> {
-    let deployments = Informer::<Deployment>::new(Api::all(client.clone()), watcher::Config::default());
-    let rss = Informer::<ReplicaSet>::new(Api::all(client.clone()), watcher::Config::default());
-    let pods = Informer::<Pod>::new(Api::all(client.clone()), watcher::Config::default());
+    run_shared(client.clone(), SharedInformers::new(client)).await
+}
+
+/// [`run`] on the process's shared informers.
+pub async fn run_shared(client: Client, informers: SharedInformers) -> anyhow::Result<()> {
+    let deployments = informers.get::<Deployment>();
+    let rss = informers.get::<ReplicaSet>();
+    let pods = informers.get::<Pod>();
     let (queue, workers) = queue::queue::<String>(Backoff::CONTROLLER);
     let ctl = Arc::new(DeploymentController {
         recorder: EventRecorder::new(client.clone(), COMPONENT),

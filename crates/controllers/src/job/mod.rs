@@ -50,12 +50,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::params::Preconditions;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, Informer};
+use crate::informer::{Change, SharedInformers};
 use crate::kit::pods::{self, is_terminating, phase};
 use crate::kit::selector::Selector;
 use crate::kit::{self, Clock, Key};
@@ -167,10 +166,15 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 /// Runs the Job controller until its informers stop (they retry failures
 /// on their own, so only if the client is dropped).
 pub async fn run_with(client: Client, config: Config) -> anyhow::Result<()> {
+    run_shared(client.clone(), config, SharedInformers::new(client)).await
+}
+
+/// [`run_with`] on the process's shared informers.
+pub async fn run_shared(client: Client, config: Config, informers: SharedInformers) -> anyhow::Result<()> {
     let (queue, workers) = queue::queue::<Item>(Backoff::CONTROLLER);
     let recorder = EventRecorder::new(client.clone(), "job-controller");
-    let job_informer = Informer::new(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let pod_informer = Informer::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let job_informer = informers.get::<Job>();
+    let pod_informer = informers.get::<Pod>();
     let (jobs, pods) = (job_informer.store(), pod_informer.store());
     let controller = Arc::new(Controller {
         client: client.clone(),

@@ -23,7 +23,8 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
-/// A running `tug server` (the shared test kit's) with a kube client for it.
+/// A running `tug server` (the shared test kit's); `client()` (the kit's
+/// [`TugServer::client`]) gives a kube client for it.
 /// It runs no controllers or scheduler of its own (see [`Server::start`]).
 pub struct Server(TugServer);
 
@@ -52,15 +53,6 @@ impl Server {
         .expect("starting tug server");
         Server(server)
     }
-
-    /// A client from the server's admin kubeconfig.
-    pub async fn client(&self) -> Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.0.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("client config");
-        Client::try_from(config).expect("a client from the server's kubeconfig")
-    }
 }
 
 /// A server with the controllers running against it.
@@ -72,12 +64,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a server and `tug_controllers::run_all` against it.
+    /// Starts a server and every controller (`tug_controllers::run_all_with`)
+    /// against it, with long node grace periods: the workload tests' Nodes
+    /// have no kubelet (no Lease, no heartbeat), and the node lifecycle
+    /// controller would otherwise mark them Unknown, taint them unreachable
+    /// and their pods not ready mid-test (40s, or 60s from creation for a
+    /// Node that never reported Ready). The node tests use their own config.
     pub async fn start() -> Cluster {
         let server = Server::start().await;
         let client = server.client().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let controllers = tokio::spawn(tug_controllers::run_all(server.client().await, stopped));
+        let config = tug_controllers::ControllerConfig {
+            node_monitor_grace_period: Duration::from_secs(3600),
+            node_startup_grace_period: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let controllers = tokio::spawn(tug_controllers::run_all_with(server.client().await, config, stopped));
         Cluster { server, client, controllers, stop: Some(stop) }
     }
 
