@@ -45,6 +45,10 @@ pub(crate) enum Action {
     Exit,
     /// Crash-loop back-off over: run again.
     Restart,
+    /// Running, but someone else set the pod's Ready condition `False`
+    /// (the node controller, while the node was unreachable): say it is
+    /// ready again, as a kubelet's status manager does.
+    Ready,
     /// Final delete of a terminating pod.
     Delete,
 }
@@ -99,12 +103,17 @@ pub(crate) fn decide(cfg: &HollowConfig, node: &NodeShared, rec: &Record, now: T
     if !v.started() {
         return Decision::Write(Action::Start);
     }
-    let Some(exit) = v.exit else { return Decision::Nothing };
     match v.run {
-        RunState::Running { since } => {
-            let end = since + exit.run;
-            if now >= end { Decision::Write(Action::Exit) } else { Decision::At(end) }
-        }
+        RunState::Running { since } => match v.exit.map(|exit| since + exit.run) {
+            Some(end) if now >= end => Decision::Write(Action::Exit),
+            // The containers run and are ready: if the pod's conditions say
+            // otherwise, someone else wrote them (a kubelet reconciles its
+            // status with the API's, e.g. after the node was unreachable).
+            _ if !(v.ready && v.containers_ready) => Decision::Write(Action::Ready),
+            Some(end) => Decision::At(end),
+            None => Decision::Nothing,
+        },
+        RunState::Waiting { .. } if v.exit.is_none() => Decision::Nothing,
         RunState::Waiting { last_finished, .. } => {
             let at = last_finished + podstatus::backoff(cfg.restart_backoff, v.restart_count);
             if now >= at { Decision::Write(Action::Restart) } else { Decision::At(at) }
@@ -331,6 +340,7 @@ impl Manager {
                 let (Some(exit), RunState::Waiting { last_started, last_finished }) = (v.exit, v.run) else { return };
                 Some(podstatus::restart_patch(v, exit.code, last_started, last_finished, now))
             }
+            Action::Ready => Some(podstatus::ready_patch(v, now)),
         };
         rec.inflight = true;
         self.inflight += 1;
@@ -367,6 +377,7 @@ impl Manager {
                 Action::Start | Action::Restart => bump(&stats.pods_started),
                 Action::Exit => bump(&stats.pods_exited),
                 Action::Delete => bump(&stats.pods_deleted),
+                Action::Ready => {}
             }
         }
         let mut reply = None;
@@ -523,6 +534,7 @@ mod tests {
 
     fn running(since: &str) -> serde_json::Value {
         json!({"status": {"phase": "Running", "podIP": "10.201.0.2",
+            "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
             "containerStatuses": [{"name": "a", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
                                    "state": {"running": {"startedAt": since}}}]}})
     }
@@ -534,6 +546,35 @@ mod tests {
         let now = Timestamp::now();
         assert_eq!(decide(&cfg, &n, &Record::new(view(json!({}))), now), Decision::Write(Action::Start));
         assert_eq!(decide(&cfg, &n, &Record::new(view(running("2024-01-01T00:00:00Z"))), now), Decision::Nothing);
+    }
+
+    #[test]
+    fn running_pod_marked_not_ready_by_someone_else_is_made_ready_again() {
+        let cfg = HollowConfig::default();
+        let n = node();
+        let now = Timestamp::now();
+        let mut p = running("2024-01-01T00:00:00Z");
+        p["status"]["conditions"][0]["status"] = json!("False");
+        let rec = Record::new(view(p));
+        assert_eq!(decide(&cfg, &n, &rec, now), Decision::Write(Action::Ready));
+        // Not while the kubelet is hung: on resume.
+        n.paused.store(true, Ordering::Relaxed);
+        assert_eq!(decide(&cfg, &n, &rec, now), Decision::Nothing);
+        n.paused.store(false, Ordering::Relaxed);
+        // A crash-looping pod is not ready, rightly: left alone.
+        let mut v = view(json!({"status": {"phase": "Running", "podIP": "10.201.0.2",
+            "conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
+            "containerStatuses": [{"name": "a", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "startedAt": "2024-01-01T00:00:00Z", "finishedAt": "2024-01-01T00:00:01Z"}}}]}}));
+        assert!(matches!(v.run, RunState::Waiting { .. }), "{v:?}");
+        assert_eq!(decide(&cfg, &n, &Record::new(v.clone()), now), Decision::Nothing);
+        v.exit = Some(podstatus::Exit { code: 1, run: Duration::ZERO });
+        assert_eq!(decide(&cfg, &n, &Record::new(v), now), Decision::Write(Action::Restart));
+        // An exit that is due comes first.
+        let mut v = rec.view.clone();
+        v.exit = Some(podstatus::Exit { code: 0, run: Duration::ZERO });
+        assert_eq!(decide(&cfg, &n, &Record::new(v), now), Decision::Write(Action::Exit));
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub(crate) struct PodView {
     pub scheduled_at: Option<Timestamp>,
     pub run: RunState,
     pub restart_count: i32,
+    /// The pod's `Ready` and `ContainersReady` conditions are `True`. Someone
+    /// else (the node controller's `MarkPodsNotReady`) may set them `False`
+    /// while the containers run; the kubelet then posts them `True` again.
+    pub ready: bool,
+    pub containers_ready: bool,
 }
 
 fn parse_exit(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Option<Exit> {
@@ -141,6 +146,9 @@ impl PodView {
                 }
             }
         };
+        let condition_true = |t: &str| {
+            status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == t && c.status == "True"))
+        };
         PodView {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
@@ -167,6 +175,8 @@ impl PodView {
                 .map(|t| t.0),
             run,
             restart_count: first.map(|c| c.restart_count).unwrap_or(0),
+            ready: condition_true("Ready"),
+            containers_ready: condition_true("ContainersReady"),
         }
     }
 
@@ -353,6 +363,21 @@ pub(crate) fn restart_patch(v: &PodView, code: i32, last_started: Timestamp, las
     }})
 }
 
+/// The containers run (and are ready) but the pod's conditions say otherwise
+/// (set by someone else): post the conditions that are not `True` again, each
+/// with a fresh transition time.
+pub(crate) fn ready_patch(v: &PodView, now: Timestamp) -> Value {
+    let now = time_string(now);
+    let mut conditions = Vec::new();
+    if !v.ready {
+        conditions.push(cond("Ready", true, &now, None, None));
+    }
+    if !v.containers_ready {
+        conditions.push(cond("ContainersReady", true, &now, None, None));
+    }
+    json!({"metadata": {"uid": v.uid}, "status": {"conditions": conditions}})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +425,32 @@ mod tests {
         assert_eq!(cs.len(), 2);
         assert!(cs[0]["containerID"].as_str().unwrap().starts_with("hollow://"));
         assert_eq!(cs[1]["imageID"].as_str().unwrap().split('@').next(), Some("redis"));
+    }
+
+    #[test]
+    fn ready_patch_restores_only_what_was_changed() {
+        let p = pod(json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"nodeName": "n", "containers": [{"name": "a", "image": "nginx"}]},
+        }));
+        let now = Timestamp::now();
+        let mut obj = serde_json::to_value(&p).unwrap();
+        obj["status"] = start_patch(&PodView::from_pod(&p, 0), Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(2, 2, 2, 2), now)["status"].clone();
+        let v = PodView::from_pod(&pod(obj.clone()), 0);
+        assert!(v.ready && v.containers_ready, "{v:?}");
+        // The node controller's MarkPodsNotReady: Ready False only.
+        for c in obj["status"]["conditions"].as_array_mut().unwrap() {
+            if c["type"] == "Ready" {
+                c["status"] = json!("False");
+            }
+        }
+        let v = PodView::from_pod(&pod(obj), 0);
+        assert!(!v.ready && v.containers_ready && v.started(), "{v:?}");
+        let patch = ready_patch(&v, now);
+        let conds = patch["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 1, "{patch}");
+        assert_eq!((&conds[0]["type"], &conds[0]["status"]), (&json!("Ready"), &json!("True")));
+        assert_eq!(patch["metadata"]["uid"], "u1");
     }
 
     #[test]

@@ -394,3 +394,76 @@ async fn run_returns_when_shutdown_completes() {
     let bad = tug_hollow::HollowConfig { nodes: 0, ..Default::default() };
     assert!(tug_hollow::run(c.client.clone(), bad, std::future::pending::<()>()).await.is_err());
 }
+
+fn pod_ready(p: &Pod) -> Option<(String, k8s_openapi::jiff::Timestamp)> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.last_transition_time.as_ref()?.0))
+}
+
+/// What the node controller's `MarkPodsNotReady` writes.
+async fn mark_not_ready(pods: &Api<Pod>, name: &str) -> k8s_openapi::jiff::Timestamp {
+    let p = pods.get(name).await.unwrap();
+    let at = k8s_openapi::jiff::Timestamp::now();
+    let patch = json!({"metadata": {"uid": p.metadata.uid},
+        "status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    at
+}
+
+async fn wait_pod_ready_since(pods: &Api<Pod>, name: &str, since: k8s_openapi::jiff::Timestamp) {
+    wait_for(&format!("pod {name} Ready again"), Duration::from_secs(10), || async {
+        let p = pods.get(name).await.map_err(|e| e.to_string())?;
+        match pod_ready(&p) {
+            Some((s, t)) if s == "True" && t.as_second() >= since.as_second() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_marked_not_ready_by_the_node_controller_are_ready_again() {
+    let c = Cluster::start().await;
+    let hollow = HollowCluster::start(c.client.clone(), fast_config(2)).await.expect("hollow nodes start");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pp = PostParams::default();
+    pods.create(&pp, &pod("a", "hollow-node-0", json!({}), "Always")).await.unwrap();
+    pods.create(&pp, &pod("b", "hollow-node-0", json!({}), "Always")).await.unwrap();
+    pods.create(&pp, &pod("live", "hollow-node-1", json!({}), "Always")).await.unwrap();
+    for name in ["a", "b", "live"] {
+        let p = wait_phase(&pods, name, "Running").await;
+        assert_eq!(pod_ready(&p).map(|r| r.0).as_deref(), Some("True"), "{name}");
+    }
+
+    // The node hangs; the node controller marks its pods not ready. A hung
+    // kubelet leaves them so.
+    assert!(hollow.pause_node("hollow-node-0"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for name in ["a", "b"] {
+        mark_not_ready(&pods, name).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["a", "b"] {
+        let p = pods.get(name).await.unwrap();
+        assert_eq!(pod_ready(&p).map(|r| r.0).as_deref(), Some("False"), "{name} while its node is paused");
+    }
+
+    // Resumed: the kubelet reports its running pods ready again, as a real
+    // kubelet's status manager reconciles its status with the API's.
+    let resumed = k8s_openapi::jiff::Timestamp::now();
+    assert!(hollow.resume_node("hollow-node-0"));
+    for name in ["a", "b"] {
+        wait_pod_ready_since(&pods, name, resumed).await;
+        let st = pods.get(name).await.unwrap().status.unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        let conds: BTreeMap<_, _> = st.conditions.unwrap().into_iter().map(|c| (c.type_, c.status)).collect();
+        assert_eq!(conds.get("ContainersReady").map(String::as_str), Some("True"), "{conds:?}");
+    }
+
+    // And on a live node, whoever sets Ready False is corrected at once.
+    let marked = mark_not_ready(&pods, "live").await;
+    wait_pod_ready_since(&pods, "live", marked).await;
+    let stats = hollow.stats();
+    assert_eq!(stats.pods_started, 3, "no container restarted: {stats:?}");
+    hollow.shutdown().await;
+}

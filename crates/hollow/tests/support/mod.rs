@@ -25,18 +25,17 @@ impl Cluster {
     pub async fn start() -> Cluster {
         init();
         let bin = tug_binary();
-        let server = tokio::task::spawn_blocking(move || tug_testkit::TugServer::start(&bin, tug_testkit::Backend::Sqlite))
-            .await
-            .expect("starting tug server");
-        let client = client_for(&server).await;
+        // No controllers: these tests look at what the hollow kubelets alone
+        // write (request counters, fallback pod ranges without node IPAM) and
+        // play the node controller themselves where they need it.
+        let server = tokio::task::spawn_blocking(move || {
+            tug_testkit::TugServer::start_with_args(&bin, tug_testkit::Backend::Sqlite, &["--disable-controller-manager"])
+        })
+        .await
+        .expect("starting tug server");
+        let client = server.client().await;
         Cluster { server, client }
     }
-}
-
-pub async fn client_for(server: &tug_testkit::TugServer) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("reading the kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
-    Client::try_from(cfg).expect("kube client")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` and the
