@@ -8,6 +8,16 @@ packages=(
   etcd-server         # the etcd backend, and the etcd half of the tests
   etcd-client         # etcdctl, for looking at the store by hand
   curl                # anonymous health checks in the end-to-end tests
+  # The node agent (tug agent / crates/kubelet) and its end-to-end tests:
+  containerd                    # the CRI runtime the agent starts and supervises
+  runc                          # containerd's OCI runtime (crun refuses this cgroup layout)
+  containernetworking-plugins   # CNI bridge, host-local, portmap, loopback in /usr/lib/cni
+  docker-registry               # serves the test image on 127.0.0.1 (scripts/test-image.sh)
+  skopeo                        # pushes the test image into that registry
+  umoci                         # builds the busybox test image without a registry
+  busybox-static                # the test image's only binary
+  nftables                      # pod masquerading and service rules
+  iptables                      # CNI's bridge/portmap plugins program iptables
 )
 
 missing=()

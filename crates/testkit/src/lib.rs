@@ -3,12 +3,17 @@
 //! - [`etcd::EtcdServer`]: a real etcd for the etcd backend.
 //! - [`TugServer`]: the real `tug server` binary with its own data dir and
 //!   port, optionally on an etcd, and [`TugServer::kubectl`] running the real
-//!   `/usr/bin/kubectl` against it.
+//!   `/usr/bin/kubectl` against it, and [`TugServer::client`], a kube client
+//!   for it.
+//! - [`node`]: the node agent's test image and registry
+//!   ([`node::TestRegistry`]) and a guard removing what an agent left on
+//!   the machine ([`node::NodeCleanup`]).
 //!
 //! Every process is killed and every directory removed on drop, also when
 //! the test fails.
 
 pub mod etcd;
+pub mod node;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -178,6 +183,15 @@ impl TugServer {
             .args(args)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// A kube client from the server's admin kubeconfig.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("a client config from the kubeconfig");
+        kube::Client::try_from(config).expect("a kube client from the server's kubeconfig")
     }
 }
 
