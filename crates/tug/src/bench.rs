@@ -20,7 +20,10 @@ use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 
 mod client;
+mod cluster;
+mod density;
 mod procs;
+mod scheduler;
 
 use client::{Conn, Endpoint};
 
@@ -34,6 +37,12 @@ pub struct BenchArgs {
 pub enum Which {
     /// API server throughput and latency on both store backends.
     Api(ApiBenchArgs),
+    /// Pods scheduled per second through the API server, with hollow nodes
+    /// (upstream's scheduler_perf SchedulingBasic).
+    Scheduler(scheduler::SchedulerBenchArgs),
+    /// Many hollow nodes and pods made by Deployments: time to all Running,
+    /// API latency meanwhile, peak memory (upstream's density test).
+    Density(density::DensityBenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -175,6 +184,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => bail!("interrupted; children killed and temp dirs removed"),
             }
         }
+        Which::Scheduler(a) => tokio::select! {
+            r = scheduler::run(a) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; children killed and temp dirs removed"),
+        },
+        Which::Density(a) => tokio::select! {
+            r = density::run(a) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted; children killed and temp dirs removed"),
+        },
     }
 }
 

@@ -11,6 +11,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 
+/// mimalloc instead of glibc malloc: the API server's work is mostly small,
+/// short-lived JSON allocations spread over tokio's worker threads, where
+/// glibc's arena locking and chunk consolidation showed up at the top of the
+/// create-path profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tug", version, about = "Tugboat: a Kubernetes-compatible cluster in one binary")]
 struct Cli {
@@ -22,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server and store).
     Server(ServerArgs),
+    /// Run the node agent (a kubelet with containerd, runc and CNI) against a cluster.
+    Agent(AgentArgs),
     /// Run the system kubectl against this server's kubeconfig.
     Kubectl {
         /// Data dir whose kubeconfig to use.
@@ -55,11 +64,17 @@ enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: PathBuf,
     },
-    /// Run the controllers (garbage collector, namespace) against a cluster.
+    /// Run the controllers against a cluster (with leader election).
     ControllerManager {
         /// Kubeconfig of the cluster to manage.
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: PathBuf,
+        /// Pod addresses of the cluster: each node gets a subnet of it
+        /// (empty: no node IPAM).
+        #[arg(long, default_value = "10.42.0.0/16")]
+        cluster_cidr: String,
+        #[command(flatten)]
+        controllers: ControllerFlags,
     },
     /// Benchmarks that print a table (`tug bench api`).
     Bench(bench::BenchArgs),
@@ -91,9 +106,16 @@ struct ServerArgs {
     /// Extra names or IPs for the serving certificate.
     #[arg(long)]
     tls_san: Vec<String>,
-    /// Do not run the node agent in this process (it arrives with the kubelet).
+    /// Do not run the node agent in this process.
     #[arg(long)]
     disable_agent: bool,
+    /// Run the node agent in this process (needs root, containerd and runc).
+    /// Off by default for now, so the control-plane test suites run
+    /// without containerd.
+    #[arg(long, env = "TUG_ENABLE_AGENT")]
+    enable_agent: bool,
+    #[command(flatten)]
+    agent: AgentFlags,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
@@ -103,6 +125,106 @@ struct ServerArgs {
     /// Also run this many hollow nodes (simulated kubelets) in this process.
     #[arg(long, default_value_t = 0)]
     hollow_nodes: usize,
+    #[command(flatten)]
+    controllers: ControllerFlags,
+}
+
+/// kube-controller-manager's flags that Tugboat's controllers read
+/// (durations as Go writes them: `40s`, `500ms`, `1m`).
+#[derive(clap::Args, Clone)]
+struct ControllerFlags {
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// How often the node lifecycle controller checks every node.
+    #[arg(long, default_value = "5s", value_parser = tug_controllers::config::parse_duration)]
+    node_monitor_period: Duration,
+    /// How long a node may go without renewing its lease (or posting
+    /// status) before it is marked Unknown and tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = tug_controllers::config::parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// Terminated pods kept before pod GC deletes the oldest (0: all kept).
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
+}
+
+impl ControllerFlags {
+    fn config(&self, cluster_cidr: &str) -> tug_controllers::ControllerConfig {
+        tug_controllers::ControllerConfig {
+            cluster_cidr: cluster_cidr.to_string(),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+            node_monitor_period: self.node_monitor_period,
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            ..Default::default()
+        }
+    }
+}
+
+/// `tug agent`'s own flags (k3s's names).
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// The API server's URL (overrides the kubeconfig's).
+    #[arg(long, env = "TUG_URL")]
+    server: Option<String>,
+    /// Kubeconfig with the agent's credentials.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Where the agent keeps its state (`<data-dir>/agent`).
+    #[arg(long, default_value = "/var/lib/tugboat")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    agent: AgentFlags,
+}
+
+/// The node agent's flags, shared by `tug agent` and `tug server`.
+#[derive(clap::Args, Clone)]
+struct AgentFlags {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The Node's InternalIP (default: the first address of an interface that is up).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Use this CRI socket instead of starting Tugboat's own containerd.
+    #[arg(long)]
+    container_runtime_endpoint: Option<String>,
+    /// The pod sandbox image.
+    #[arg(long, default_value = tug_kubelet::DEFAULT_PAUSE_IMAGE)]
+    pause_image: String,
+    /// Registry configuration in k3s's registries.yaml format (default `<data-dir>/registries.yaml`).
+    #[arg(long)]
+    private_registry: Option<PathBuf>,
+    /// Extra Node labels, `KEY=VALUE`.
+    #[arg(long = "node-label")]
+    node_labels: Vec<String>,
+    /// Kubelet settings, `KEY=VALUE`: cgroup-root, max-pods, pod-cidr
+    /// (used when the Node gets none from the cluster), cluster-dns,
+    /// cluster-domain, eviction-hard, node-labels.
+    #[arg(long = "kubelet-arg")]
+    kubelet_args: Vec<String>,
+    /// Name of the CNI bridge.
+    #[arg(long, default_value = "tug0")]
+    cni_bridge: String,
+}
+
+impl AgentFlags {
+    fn config(&self, data_dir: &std::path::Path) -> anyhow::Result<tug_kubelet::AgentConfig> {
+        let name = self.node_name.clone().unwrap_or_else(tug_kubelet::machine::hostname);
+        let mut c = tug_kubelet::AgentConfig::new(data_dir, &name);
+        c.node_ip = self.node_ip;
+        c.container_runtime_endpoint = self.container_runtime_endpoint.clone();
+        c.pause_image = self.pause_image.clone();
+        c.private_registry = self.private_registry.clone();
+        c.cni_bridge = self.cni_bridge.clone();
+        for l in &self.node_labels {
+            c.apply_kubelet_arg(&format!("node-labels={l}"))?;
+        }
+        for a in &self.kubelet_args {
+            c.apply_kubelet_arg(a)?;
+        }
+        Ok(c)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,6 +245,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run_server(args))
         }
+        Command::Agent(args) => {
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = agent_client(&args.kubeconfig, args.server.as_deref()).await?;
+                let config = args.agent.config(&args.data_dir)?;
+                tug_kubelet::run(client, config, shutdown_signal()).await
+            })
+        }
         Command::Hollow { nodes, kubeconfig, name_prefix, first_index, cpu, memory } => {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -140,12 +271,12 @@ fn main() -> anyhow::Result<()> {
                 tug_scheduler::run(client, scheduler_config(), shutdown_signal()).await
             })
         }
-        Command::ControllerManager { kubeconfig } => {
+        Command::ControllerManager { kubeconfig, cluster_cidr, controllers } => {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let client = client_from_kubeconfig(&kubeconfig).await?;
-                tug_controllers::run_all(client, shutdown_signal()).await
+                tug_controllers::run_all_elected(client, controllers.config(&cluster_cidr), controller_election(), shutdown_signal()).await
             })
         }
         Command::Bench(args) => {
@@ -202,8 +333,19 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
     tug_pki::write_kubeconfig(&kubeconfig_path, &pki.admin_kubeconfig(&url, "default"))?;
     tracing::info!(kubeconfig = %kubeconfig_path.display(), %url, "tug server ready");
-    if !args.disable_agent {
-        tracing::warn!("the node agent is not built yet; running the control plane only (as with --disable-agent)");
+    let run_agent = !args.disable_agent
+        && args.enable_agent
+        && (args.agent.container_runtime_endpoint.is_some() || tug_kubelet::containerd::installed());
+    if run_agent {
+        let agent_client = client_from_kubeconfig(&kubeconfig_path).await?;
+        let config = args.agent.config(&args.data_dir)?;
+        tokio::spawn(async move {
+            if let Err(e) = tug_kubelet::run(agent_client, config, shutdown_signal()).await {
+                tracing::error!(error = format!("{e:#}"), "node agent stopped");
+            }
+        });
+    } else if !args.disable_agent {
+        tracing::info!("node agent not started in this process (it needs --enable-agent and containerd); run `tug agent` or pass --enable-agent");
     }
     // The controllers are clients like any other: they reach the API server
     // over HTTPS with a kubeconfig, even in the same process.
@@ -214,7 +356,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         })
     } else {
-        tokio::spawn(tug_controllers::run_all(client.clone(), shutdown_signal()))
+        let config = args.controllers.config(&args.cluster_cidr);
+        tokio::spawn(tug_controllers::run_all_elected(client.clone(), config, controller_election(), shutdown_signal()))
     };
     if !args.disable_scheduler {
         let scheduler_client = client.clone();
@@ -242,6 +385,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The controller manager's leader election: the
+/// `kube-system/kube-controller-manager` Lease under a per-process identity
+/// (host name and a random suffix), so that of several controller managers
+/// sharing one store only one acts at a time.
+fn controller_election() -> tug_controllers::leader::LeaderElectionConfig {
+    tug_controllers::leader_election(&tug_controllers::leader::default_identity())
+}
+
 /// The scheduler's configuration: leader election under a per-process
 /// identity, so that two servers sharing one store never both schedule.
 fn scheduler_config() -> tug_scheduler::SchedulerConfig {
@@ -257,6 +408,16 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The agent's client: the kubeconfig's credentials, at `--server` if given.
+async fn agent_client(path: &std::path::Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    if let Some(url) = server {
+        config.cluster_url = url.parse().with_context(|| format!("--server {url}"))?;
+    }
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<kube::Client> {

@@ -162,10 +162,18 @@ pub struct Server {
 }
 
 pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result<Server> {
+    start_server_with(dir, datastore, &[]).await
+}
+
+/// [`start_server`] with extra `tug server` flags (say `--disable-controller-manager`).
+pub async fn start_server_with(
+    dir: &Path,
+    datastore: Option<&str>,
+    extra: &[String],
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let data_dir = dir.join("server");
-    let exe = std::env::current_exe().context("finding the tug binary")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(tug_exe()?);
     cmd.arg("server")
         .arg("--data-dir")
         .arg(&data_dir)
@@ -173,7 +181,8 @@ pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result
         .arg(port.to_string())
         .arg("--bind-address")
         .arg("127.0.0.1")
-        .arg("--disable-agent");
+        .arg("--disable-agent")
+        .args(extra);
     if let Some(ep) = datastore {
         cmd.arg("--datastore-endpoint").arg(ep);
     }
@@ -212,4 +221,46 @@ pub async fn start_server(dir: &Path, datastore: Option<&str>) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(Server { guard, endpoint })
+}
+
+/// This binary (`tug`), which the bench runs as the server and the hollow nodes.
+fn tug_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the tug binary")
+}
+
+/// `tug hollow`: `nodes` simulated kubelets of `cpu`/`memory` capacity each,
+/// in a process of their own, joining the cluster of `kubeconfig`. Its log
+/// goes to `dir/hollow.log`. Returns at once; the nodes register in the
+/// background (wait for them through the API).
+pub fn start_hollow(
+    dir: &Path,
+    kubeconfig: &Path,
+    nodes: usize,
+    cpu: &str,
+    memory: &str,
+) -> anyhow::Result<ChildGuard> {
+    let mut cmd = Command::new(tug_exe()?);
+    cmd.arg("hollow")
+        .arg("--nodes")
+        .arg(nodes.to_string())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cpu")
+        .arg(cpu)
+        .arg("--memory")
+        .arg(memory);
+    ChildGuard::spawn("tug hollow", cmd, dir.join("hollow.log"))
+}
+
+/// `tug controller-manager` or `tug scheduler` in a process of its own (so
+/// that its memory shows apart from the server's), against the cluster of
+/// `kubeconfig`; its log goes to `dir/<component>.log`.
+pub fn start_component(
+    dir: &Path,
+    component: &'static str,
+    kubeconfig: &Path,
+) -> anyhow::Result<ChildGuard> {
+    let mut cmd = Command::new(tug_exe()?);
+    cmd.arg(component).arg("--kubeconfig").arg(kubeconfig);
+    ChildGuard::spawn(component, cmd, dir.join(format!("{component}.log")))
 }
