@@ -147,6 +147,24 @@ fn pod_labels(pod: &Pod) -> HashMap<String, String> {
     l
 }
 
+/// The pod's Linux namespaces for CRI: the node's with hostNetwork/hostPID/
+/// hostIPC, the pod's shared ones otherwise (PID per container unless
+/// shareProcessNamespace). Sandbox and containers must agree on them.
+fn namespace_options(spec: &PodSpec) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: if spec.host_network.unwrap_or(false) { NS_NODE } else { NS_POD },
+        pid: if spec.host_pid.unwrap_or(false) {
+            NS_NODE
+        } else if spec.share_process_namespace.unwrap_or(false) {
+            NS_POD
+        } else {
+            NS_CONTAINER
+        },
+        ipc: if spec.host_ipc.unwrap_or(false) { NS_NODE } else { NS_POD },
+        ..Default::default()
+    }
+}
+
 /// The sandbox configuration; deterministic, so CreateContainer gets the
 /// same one RunPodSandbox did.
 pub fn sandbox_config(config: &AgentConfig, pod: &Pod, attempt: u32) -> cri::PodSandboxConfig {
@@ -180,26 +198,7 @@ pub fn sandbox_config(config: &AgentConfig, pod: &Pod, attempt: u32) -> cri::Pod
             host_ip: p.host_ip.clone().unwrap_or_default(),
         })
         .collect();
-    let namespace_options = cri::NamespaceOption {
-        network: if spec.host_network.unwrap_or(false) {
-            NS_NODE
-        } else {
-            NS_POD
-        },
-        pid: if spec.host_pid.unwrap_or(false) {
-            NS_NODE
-        } else if spec.share_process_namespace.unwrap_or(false) {
-            NS_POD
-        } else {
-            NS_CONTAINER
-        },
-        ipc: if spec.host_ipc.unwrap_or(false) {
-            NS_NODE
-        } else {
-            NS_POD
-        },
-        ..Default::default()
-    };
+    let namespace_options = namespace_options(spec);
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: name.into(),
@@ -664,26 +663,7 @@ fn security(pod: &Pod, c: &Container) -> cri::LinuxContainerSecurityContext {
     let sc = c.security_context.clone().unwrap_or_default();
     let privileged = sc.privileged.unwrap_or(false);
     let caps = sc.capabilities.clone().unwrap_or_default();
-    let namespace_options = cri::NamespaceOption {
-        network: if spec.host_network.unwrap_or(false) {
-            NS_NODE
-        } else {
-            NS_POD
-        },
-        pid: if spec.host_pid.unwrap_or(false) {
-            NS_NODE
-        } else if spec.share_process_namespace.unwrap_or(false) {
-            NS_POD
-        } else {
-            NS_CONTAINER
-        },
-        ipc: if spec.host_ipc.unwrap_or(false) {
-            NS_NODE
-        } else {
-            NS_POD
-        },
-        ..Default::default()
-    };
+    let namespace_options = namespace_options(spec);
     cri::LinuxContainerSecurityContext {
         capabilities: Some(cri::Capability {
             add_capabilities: caps.add.unwrap_or_default(),
