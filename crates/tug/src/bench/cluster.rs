@@ -5,6 +5,7 @@
 //! quantity parsing and the table.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -233,6 +234,8 @@ pub enum Phase {
 pub struct PodEvent {
     /// When the frame carrying it arrived (before parsing).
     pub at: Instant,
+    /// The object's resourceVersion (0 if absent or not a number).
+    pub rv: u64,
     pub deleted: bool,
     pub namespace: String,
     pub name: String,
@@ -300,6 +303,7 @@ impl PodLite {
         };
         PodEvent {
             at,
+            rv: self.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
             deleted,
             bound: self
                 .spec
@@ -320,14 +324,19 @@ impl PodLite {
 /// reopened from the last resourceVersion seen (bookmarks keep it fresh);
 /// after 410 Gone the collection is listed again (pages of 500, sent as
 /// events) and watched from the list. Ends when the receiver is dropped.
+/// The counters say how often it was reopened and whether the server ever
+/// sent an event whose resourceVersion was not above the previous one's.
 pub fn spawn_pod_watch(
     ep: Endpoint,
     collection: String,
     selector: String,
     rv: String,
-) -> (mpsc::UnboundedReceiver<PodEvent>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (mpsc::UnboundedReceiver<PodEvent>, tokio::task::JoinHandle<anyhow::Result<()>>, Arc<WatchStats>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(WatchStats::default());
+    let st = stats.clone();
     let task = tokio::spawn(async move {
+        let stats = st;
         let mut rv = rv;
         let mut failures = 0u32;
         let sel = if selector.is_empty() { String::new() } else { format!("&{selector}") };
@@ -335,13 +344,22 @@ pub fn spawn_pod_watch(
             if tx.is_closed() {
                 return Ok(());
             }
-            match watch_once(&ep, &collection, &sel, &mut rv, &tx).await {
+            match watch_once(&ep, &collection, &sel, &mut rv, &tx, &stats).await {
                 Ok(WatchEnd::Closed) => {
                     failures = 0;
+                    let n = stats.reopened.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= 10 {
+                        eprintln!("  pod watch ended by the server; reopening from resourceVersion {rv}");
+                    }
                 }
                 Ok(WatchEnd::Gone) => {
                     eprintln!("  pod watch: 410 Gone; listing again");
-                    relist(&ep, &collection, &sel, &mut rv, &tx).await?;
+                    stats.relisted.fetch_add(1, Ordering::Relaxed);
+                    let (events, list_rv) = list_pods(&ep, &collection, &sel).await?;
+                    for ev in events {
+                        let _ = tx.send(ev);
+                    }
+                    rv = list_rv;
                 }
                 Ok(WatchEnd::ReceiverGone) => return Ok(()),
                 Err(e) => {
@@ -355,7 +373,32 @@ pub fn spawn_pod_watch(
             }
         }
     });
-    (rx, task)
+    (rx, task, stats)
+}
+
+/// What a [`spawn_pod_watch`] went through.
+#[derive(Default, Debug)]
+pub struct WatchStats {
+    pub events: AtomicU64,
+    /// Watches ended by the server (reopened from the last resourceVersion).
+    pub reopened: AtomicU64,
+    /// 410 Gone answers (the collection was listed again).
+    pub relisted: AtomicU64,
+    /// Events whose resourceVersion was not above the one before them on
+    /// the same stream (upstream's watch is strictly ordered).
+    pub out_of_order: AtomicU64,
+}
+
+impl WatchStats {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} events, reopened {} times, {} relists, {} out-of-order events",
+            self.events.load(Ordering::Relaxed),
+            self.reopened.load(Ordering::Relaxed),
+            self.relisted.load(Ordering::Relaxed),
+            self.out_of_order.load(Ordering::Relaxed)
+        )
+    }
 }
 
 enum WatchEnd {
@@ -370,7 +413,9 @@ async fn watch_once(
     sel: &str,
     rv: &mut String,
     tx: &mpsc::UnboundedSender<PodEvent>,
+    stats: &WatchStats,
 ) -> anyhow::Result<WatchEnd> {
+    let mut last: u64 = rv.parse().unwrap_or(0);
     let mut conn = ep.connect().await?;
     let path = format!("{collection}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}{sel}");
     let resp = conn.request(Method::GET, &path, None).await?;
@@ -404,7 +449,19 @@ async fn watch_once(
                         "DELETED" => true,
                         _ => false,
                     };
-                    if tx.send(l.object.event(at, deleted)).is_err() {
+                    let ev = l.object.event(at, deleted);
+                    stats.events.fetch_add(1, Ordering::Relaxed);
+                    if ev.rv <= last {
+                        let n = stats.out_of_order.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n <= 5 {
+                            eprintln!(
+                                "  pod watch: {}/{} at resourceVersion {} came after resourceVersion {last}",
+                                ev.namespace, ev.name, ev.rv
+                            );
+                        }
+                    }
+                    last = last.max(ev.rv);
+                    if tx.send(ev).is_err() {
                         return Ok(WatchEnd::ReceiverGone);
                     }
                 }
@@ -424,15 +481,12 @@ async fn watch_once(
     Ok(WatchEnd::Closed)
 }
 
-async fn relist(
-    ep: &Endpoint,
-    collection: &str,
-    sel: &str,
-    rv: &mut String,
-    tx: &mpsc::UnboundedSender<PodEvent>,
-) -> anyhow::Result<()> {
+/// Every pod of `collection` matching `sel` (`&labelSelector=...` or
+/// empty), in pages of 500, as events; and the list's resourceVersion.
+pub async fn list_pods(ep: &Endpoint, collection: &str, sel: &str) -> anyhow::Result<(Vec<PodEvent>, String)> {
     let mut conn = ep.connect().await?;
     let mut cont = String::new();
+    let mut events = Vec::new();
     loop {
         let mut path = format!("{collection}?limit=500{sel}");
         if !cont.is_empty() {
@@ -441,13 +495,10 @@ async fn relist(
         let body = conn.expect(Method::GET, &path, None, StatusCode::OK).await?;
         let at = Instant::now();
         let list: PodListLite = serde_json::from_slice(&body).context("parsing a pod list")?;
-        for p in list.items {
-            let _ = tx.send(p.event(at, false));
-        }
-        *rv = list.metadata.resource_version;
+        events.extend(list.items.into_iter().map(|p| p.event(at, false)));
         match list.metadata.cont.filter(|c| !c.is_empty()) {
             Some(c) => cont = c,
-            None => return Ok(()),
+            None => return Ok((events, list.metadata.resource_version)),
         }
     }
 }

@@ -110,6 +110,8 @@ struct Result_ {
     rss: Vec<(&'static str, Rss)>,
     /// The highest sum over the processes of the 1 s samples.
     rss_total_peak: Option<u64>,
+    /// What the bench's pod watch went through.
+    watch: String,
     error: Option<String>,
 }
 
@@ -164,6 +166,69 @@ struct PodState {
     bound: bool,
     running: bool,
     seen: Instant,
+    rv: u64,
+}
+
+/// The pods as the watch (and, when it stalls, a LIST) shows them.
+#[derive(Default)]
+struct Tracker {
+    t0: Option<Instant>,
+    pods: usize,
+    state: HashMap<String, PodState>,
+    created: usize,
+    bound: usize,
+    running: usize,
+    /// Events older than what was already applied for their pod (ignored).
+    stale: usize,
+    startup_us: Vec<u64>,
+    all_created: Option<Duration>,
+    all_bound: Option<Duration>,
+    all_running: Option<Duration>,
+}
+
+impl Tracker {
+    fn apply(&mut self, ev: cluster::PodEvent) {
+        let key = format!("{}/{}", ev.namespace, ev.name);
+        if ev.deleted {
+            if let Some(s) = self.state.remove(&key) {
+                self.created -= 1;
+                self.bound -= usize::from(s.bound);
+                self.running -= usize::from(s.running);
+            }
+            return;
+        }
+        let s = self.state.entry(key).or_insert_with(|| {
+            self.created += 1;
+            PodState { bound: false, running: false, seen: ev.at, rv: 0 }
+        });
+        if ev.rv != 0 && ev.rv <= s.rv {
+            self.stale += 1;
+            return;
+        }
+        s.rv = ev.rv;
+        if ev.bound && !s.bound {
+            s.bound = true;
+            self.bound += 1;
+        }
+        let is_running = ev.phase == Phase::Running;
+        if is_running && !s.running {
+            self.startup_us.push(ev.at.duration_since(s.seen).as_micros() as u64);
+            self.running += 1;
+        } else if !is_running && s.running {
+            self.running -= 1;
+        }
+        s.running = is_running;
+        let t0 = self.t0.expect("t0 set");
+        if self.created >= self.pods && self.all_created.is_none() {
+            self.all_created = Some(ev.at.duration_since(t0));
+        }
+        if self.bound >= self.pods && self.all_bound.is_none() {
+            self.all_bound = Some(ev.at.duration_since(t0));
+        }
+        if self.running >= self.pods && self.all_running.is_none() {
+            self.all_running = Some(ev.at.duration_since(t0));
+        }
+    }
 }
 
 async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyhow::Result<()> {
@@ -181,7 +246,8 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
     // The watch first, so that no pod is missed.
     let selector = format!("labelSelector={LABEL}%3D{LABEL_VALUE}");
     let rv = cluster::collection_rv(&mut admin, "/api/v1/pods", &format!("?{selector}")).await?;
-    let (mut events, watch) = cluster::spawn_pod_watch(c.server.endpoint.clone(), "/api/v1/pods".into(), selector, rv);
+    let (mut events, watch, watch_stats) =
+        cluster::spawn_pod_watch(c.server.endpoint.clone(), "/api/v1/pods".into(), selector.clone(), rv);
 
     // One workload per namespace, its replicas the namespace's share.
     let namespaces = a.nodes.div_ceil(a.nodes_per_namespace).min(pods).max(1);
@@ -256,69 +322,38 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
         })
     };
 
-    let mut state: HashMap<String, PodState> = HashMap::with_capacity(pods);
-    let (mut created, mut bound, mut running) = (0usize, 0usize, 0usize);
-    let mut startup_us: Vec<u64> = Vec::with_capacity(pods);
+    let mut t = Tracker { t0: Some(t0), pods, ..Default::default() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout_secs);
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.tick().await;
     let mut last = (Instant::now(), 0usize);
     let max_rss = (a.max_rss_gib * (1u64 << 30) as f64) as u64;
     let mut rss_tick = tokio::time::interval(Duration::from_secs(1));
-    while running < pods {
+    // When the watched count stops moving short of the goal, a LIST says
+    // whether the cluster is stuck or the watch missed something.
+    let mut last_progress = (Instant::now(), 0usize);
+    let mut reconciled = 0usize;
+    while t.running < pods {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else {
                     watch.await.context("pod watch panicked")??;
                     bail!("the pod watch ended");
                 };
-                let key = format!("{}/{}", ev.namespace, ev.name);
-                if ev.deleted {
-                    if let Some(s) = state.remove(&key) {
-                        created -= 1;
-                        bound -= usize::from(s.bound);
-                        running -= usize::from(s.running);
-                    }
-                    continue;
-                }
-                let s = state.entry(key).or_insert_with(|| {
-                    created += 1;
-                    PodState { bound: false, running: false, seen: ev.at }
-                });
-                if ev.bound && !s.bound {
-                    s.bound = true;
-                    bound += 1;
-                }
-                let is_running = ev.phase == Phase::Running;
-                if is_running && !s.running {
-                    startup_us.push(ev.at.duration_since(s.seen).as_micros() as u64);
-                    running += 1;
-                } else if !is_running && s.running {
-                    running -= 1;
-                }
-                s.running = is_running;
-                if created >= pods && r.all_created.is_none() {
-                    r.all_created = Some(ev.at.duration_since(t0));
-                }
-                if bound >= pods && r.all_bound.is_none() {
-                    r.all_bound = Some(ev.at.duration_since(t0));
-                }
-                if running >= pods {
-                    r.all_running = Some(ev.at.duration_since(t0));
-                }
+                t.apply(ev);
             }
             _ = rss_tick.tick() => {
                 if let Err(e) = c.check_rss(max_rss) {
                     eprintln!("  {e:#}");
-                    r.error = Some(format!("{e:#} (with {running} of {pods} pods Running, {created} created)"));
+                    r.error = Some(format!("{e:#} (with {} of {pods} pods Running, {} created)", t.running, t.created));
                     break;
                 }
             }
             _ = tick.tick() => {
                 c.check_alive()?;
                 let now = Instant::now();
-                let rate = (running.saturating_sub(last.1)) as f64 / now.duration_since(last.0).as_secs_f64();
-                last = (now, running);
+                let rate = (t.running.saturating_sub(last.1)) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, t.running);
                 let peaks = sampler.peaks();
                 let p99 = {
                     let p = probes.lock().expect("probe lock");
@@ -329,19 +364,49 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
                     format!("GET p99 {} LIST p99 {}", fmt_us(percentile(&g, 0.99)), fmt_us(percentile(&l, 0.99)))
                 };
                 eprintln!(
-                    "  {:>5.0} s: pods created {created}, bound {bound}, Running {running} of {pods} ({rate:.0} Running/s); {}; RSS {}; load {}",
+                    "  {:>5.0} s: pods created {}, bound {}, Running {} of {pods} ({rate:.0} Running/s); {}; RSS {}; load {}",
                     t0.elapsed().as_secs_f64(),
+                    t.created,
+                    t.bound,
+                    t.running,
                     p99,
                     peaks.fmt_last(),
                     loadavg(),
                 );
+                if t.running != last_progress.1 {
+                    last_progress = (now, t.running);
+                } else if now.duration_since(last_progress.0) >= Duration::from_secs(30) {
+                    let (listed, _) = cluster::list_pods(&c.server.endpoint, "/api/v1/pods", &format!("&{selector}")).await?;
+                    let listed_running = listed.iter().filter(|e| e.phase == Phase::Running).count();
+                    eprintln!(
+                        "  no progress for 30 s: a LIST shows {} pods, {listed_running} Running; the watch showed {} and {}",
+                        listed.len(),
+                        t.created,
+                        t.running
+                    );
+                    let before = t.running;
+                    for ev in listed {
+                        t.apply(ev);
+                    }
+                    reconciled += t.running.saturating_sub(before);
+                    last_progress = (Instant::now(), t.running);
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                eprintln!("  timed out after {} s with {running}/{pods} Running", a.timeout_secs);
+                eprintln!("  timed out after {} s with {}/{pods} Running", a.timeout_secs, t.running);
                 break;
             }
         }
     }
+    r.watch = format!(
+        "{}; {} older events ignored; {reconciled} Running pods found only by a LIST",
+        watch_stats.summary(),
+        t.stale
+    );
+    eprintln!("  pod watch: {}", r.watch);
+    let (created, bound, running) = (t.created, t.bound, t.running);
+    (r.all_created, r.all_bound, r.all_running) = (t.all_created, t.all_bound, t.all_running);
+    let mut startup_us = t.startup_us;
     probe.abort();
     drop(events);
     watch.abort();
@@ -467,6 +532,7 @@ fn print_report(a: &DensityBenchArgs, pods: usize, r: &Result_, total: Duration,
         total.as_secs_f64(),
         loadavg()
     );
+    println!("* The bench's pod watch: {}.", r.watch);
     if let Some(e) = &p.first_error {
         println!("* First probe error: {e}");
     }

@@ -241,7 +241,8 @@ async fn batch(
 ) -> anyhow::Result<Batch> {
     let collection = format!("/api/v1/namespaces/{ns}/pods");
     let rv = cluster::collection_rv(admin, &collection, "").await?;
-    let (mut events, watch) = cluster::spawn_pod_watch(c.server.endpoint.clone(), collection.clone(), String::new(), rv);
+    let (mut events, watch, watch_stats) =
+        cluster::spawn_pod_watch(c.server.endpoint.clone(), collection.clone(), String::new(), rv);
     let base = Instant::now();
     // Microseconds after `base` + 1 at which each create request went out (0: not yet).
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
@@ -337,6 +338,7 @@ async fn batch(
         }
     }
     let creates = creating.await.context("the creating clients panicked")??;
+    eprintln!("  pod watch: {}", watch_stats.summary());
     drop(events);
     watch.abort();
     let first_sent = sent.iter().map(|s| s.load(Ordering::Relaxed)).filter(|&s| s > 0).min().unwrap_or(1) - 1;
