@@ -2,7 +2,7 @@
 //! `tug server` binary (build it first: `cargo build -p tug`), with a fake
 //! kubelet making pods ready. Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,8 +2,8 @@
 //! first: `cargo build -p tug`). The tests create Node objects and play
 //! kubelet (marking pods Running and Ready).
 
-mod support;
-mod workloads;
+use crate::support;
+use crate::workloads;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `tug server` binary (build it first: `cargo build -p tug`), with a fake
 //! kubelet making pods run. Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The ServiceAccounts controller against the real `tug server` binary
 //! (build it first: `cargo build -p tug`). Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //! runs ahead of the real one so that "the next minute" comes in seconds.
 //! The scheduling math itself is unit-tested in the crate.
 
-mod support;
-mod workloads;
+use crate::support;
+use crate::workloads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

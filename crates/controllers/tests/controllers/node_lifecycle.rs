@@ -4,7 +4,7 @@
 //! post node and pod status, and stop renewing to make a Node go silent.
 //! Short grace periods keep them quick.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! tug`), with a fake kubelet making pods run, and the real kubectl's
 //! `rollout` commands. Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! it first: `cargo build -p tug`): one store per type for every handler,
 //! late handlers replayed, dropped handlers gone.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! lifecycle controller leaves it alone) and write pod IPs and readiness
 //! through `pods/status`. Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

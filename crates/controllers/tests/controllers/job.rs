@@ -2,8 +2,8 @@
 //! `cargo build -p tug`). The tests play kubelet: they mark pods
 //! Succeeded or Failed through `pods/status`.
 
-mod support;
-mod workloads;
+use crate::support;
+use crate::workloads;
 
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,8 @@
 //! it first: `cargo build -p tug`). The tests play kubelet, marking pods
 //! Running and Ready.
 
-mod support;
-mod workloads;
+use crate::support;
+use crate::workloads;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `cargo build -p tug`): pod CIDRs handed out once each, kept across a
 //! restart of the controller, freed when a Node goes.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `cargo build -p tug`): orphans after the quarantine, terminating pods
 //! nothing will finish, and terminated pods over the threshold.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! managers, only the holder of `kube-system/kube-controller-manager` runs
 //! controllers, and another takes over when it dies.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! against the real `tug server` binary (build it first: `cargo build -p
 //! tug`). Each test has its own server.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
