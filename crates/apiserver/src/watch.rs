@@ -30,6 +30,8 @@ pub struct WatchRequest {
     pub bookmarks: bool,
     pub send_initial_events: bool,
     pub timeout: Duration,
+    /// How often an idle watch asking for bookmarks gets one.
+    pub bookmark_interval: Duration,
 }
 
 impl WatchRequest {
@@ -57,6 +59,7 @@ impl WatchRequest {
             bookmarks: q.get("allowWatchBookmarks").map(|v| v == "true").unwrap_or(false),
             send_initial_events,
             timeout,
+            bookmark_interval: BOOKMARK_INTERVAL,
         })
     }
 }
@@ -133,7 +136,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
                 yield Ok(cached_event(&req, t, &ev));
             }
         }
-        let mut bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
+        let mut bookmark_at = tokio::time::Instant::now() + req.bookmark_interval;
         loop {
             let next = tokio::select! {
                 r = rx.recv() => Some(r),
@@ -142,9 +145,19 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
             };
             match next {
                 None => {
-                    bookmark_at = tokio::time::Instant::now() + BOOKMARK_INTERVAL;
+                    bookmark_at = tokio::time::Instant::now() + req.bookmark_interval;
                     if req.bookmarks {
-                        last_rev = last_rev.max(cache.revision());
+                        // A bookmark may only claim what this watcher has
+                        // drained: events still queued in `rx` are older than
+                        // `cache.revision()`, and announcing past them would
+                        // make the loop below drop them as already sent. The
+                        // cache sends each event before it publishes its
+                        // revision, so reading the revision first and then
+                        // finding the queue empty proves nothing is pending.
+                        let current = cache.revision();
+                        if rx.is_empty() {
+                            last_rev = last_rev.max(current);
+                        }
                         let b = json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(), "metadata": {"resourceVersion": last_rev.to_string()}});
                         yield Ok(frame("BOOKMARK", &b));
                     }
@@ -194,5 +207,76 @@ fn filter_event(req: &WatchRequest, ev: &CacheEvent) -> Option<&'static str> {
             (true, false) => Some("DELETED"),
             (false, false) => None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tug_store::Store;
+
+    /// A bookmark that fires while a watcher lags must not skip the events
+    /// still queued for it. (It used to announce the cache's newest revision
+    /// and then drop everything older as already sent.)
+    #[tokio::test]
+    async fn bookmark_while_lagging_loses_no_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(tug_store::sqlite::SqliteStore::open(dir.path().join("state.db")).expect("store"));
+        let cache = WatchCache::start(store.clone()).await.expect("cache");
+        let rt = tug_api::resources::find("", "v1", "configmaps").expect("configmaps are served");
+        const EVENTS: usize = 100;
+        // The select in the stream picks a ready branch at random, so one
+        // round loses events with probability 1/2 when the bug is there.
+        for round in 0..12 {
+            let from = cache.revision();
+            let req = WatchRequest {
+                rt,
+                prefix: rt.key_prefix(),
+                filter: Filter::from_query(rt, &HashMap::new()).expect("no selectors"),
+                output: Output::Json,
+                resource_version: from.to_string(),
+                bookmarks: true,
+                send_initial_events: false,
+                // Short, so that a lost event fails the test at the stream's end.
+                timeout: Duration::from_secs(5),
+                bookmark_interval: Duration::from_millis(20),
+            };
+            let mut s = Box::pin(stream(cache.clone(), req).await.expect("watch"));
+            // Poll once so that the stream starts and its bookmark timer runs.
+            assert!(tokio::time::timeout(Duration::from_millis(5), s.next()).await.is_err(), "nothing to send yet");
+            for i in 0..EVENTS {
+                let name = format!("r{round}-{i}");
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
+                store.create(&rt.key(Some("default"), &name), serde_json::to_vec(&body).unwrap()).await.expect("create");
+            }
+            let last = store.current_revision().await.expect("revision");
+            assert!(cache.wait_for(last, Duration::from_secs(5)).await, "cache caught up");
+            // The watcher has read nothing yet; let its bookmark timer expire.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let mut added = 0;
+            let mut bookmarks = Vec::new();
+            while added < EVENTS {
+                let line = tokio::time::timeout(Duration::from_secs(2), s.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: only {added} of {EVENTS} ADDED events arrived; bookmarks {bookmarks:?}"))
+                    .unwrap_or_else(|| panic!("round {round}: the watch ended after {added} of {EVENTS} ADDED events; bookmarks {bookmarks:?}"))
+                    .expect("bytes");
+                let ev: Value = serde_json::from_slice(&line).expect("json line");
+                match ev["type"].as_str() {
+                    Some("ADDED") => {
+                        let rv: i64 = ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+                        assert!(bookmarks.iter().all(|b| *b < rv), "round {round}: event {rv} after bookmark {bookmarks:?}");
+                        added += 1;
+                    }
+                    Some("BOOKMARK") => {
+                        let rv: i64 = ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+                        bookmarks.push(rv);
+                    }
+                    other => panic!("unexpected event {other:?}"),
+                }
+            }
+            assert_eq!(added, EVENTS);
+        }
     }
 }
