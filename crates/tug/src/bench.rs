@@ -186,11 +186,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Which::Scheduler(a) => tokio::select! {
             r = scheduler::run(a) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; children killed and temp dirs removed"),
+            _ = cluster::interrupted() => bail!("interrupted; children killed and temp dirs removed"),
         },
         Which::Density(a) => tokio::select! {
             r = density::run(a) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; children killed and temp dirs removed"),
+            _ = cluster::interrupted() => bail!("interrupted; children killed and temp dirs removed"),
         },
     }
 }

@@ -75,6 +75,10 @@ pub struct DensityBenchArgs {
     /// more than this much memory.
     #[arg(long, default_value_t = 12.0)]
     pub max_rss_gib: f64,
+    /// Stop when the number of Running pods has not moved for this many
+    /// seconds and a LIST agrees with the watch (pods stuck for good).
+    #[arg(long, default_value_t = 120)]
+    pub stall_secs: u64,
     /// Give up when not every pod is Running after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_secs: u64,
@@ -92,13 +96,14 @@ struct Probes {
 }
 
 #[derive(Default)]
-struct Result_ {
+struct Outcome {
     nodes_ready: Option<Duration>,
     namespaces: usize,
     workloads_created: Option<Duration>,
     all_created: Option<Duration>,
     all_bound: Option<Duration>,
     all_running: Option<Duration>,
+    milestones: [Option<Duration>; 4],
     created: usize,
     bound: usize,
     running: usize,
@@ -125,7 +130,7 @@ pub async fn run(a: DensityBenchArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let load_start = loadavg();
-    let mut r = Result_::default();
+    let mut r = Outcome::default();
     eprintln!(
         "tug bench density: {} nodes, {} pods via {:?}s, one per {} nodes",
         fmt_count(a.nodes),
@@ -184,7 +189,11 @@ struct Tracker {
     all_created: Option<Duration>,
     all_bound: Option<Duration>,
     all_running: Option<Duration>,
+    /// When 50 %, 90 %, 99 % and 99.9 % of the pods were Running.
+    milestones: [Option<Duration>; 4],
 }
+
+const MILESTONES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
 impl Tracker {
     fn apply(&mut self, ev: cluster::PodEvent) {
@@ -202,7 +211,8 @@ impl Tracker {
             PodState { bound: false, running: false, seen: ev.at, rv: 0 }
         });
         if ev.rv != 0 && ev.rv <= s.rv {
-            self.stale += 1;
+            // A LIST repeating what the watch showed, or an older event.
+            self.stale += usize::from(ev.rv < s.rv);
             return;
         }
         s.rv = ev.rv;
@@ -228,10 +238,15 @@ impl Tracker {
         if self.running >= self.pods && self.all_running.is_none() {
             self.all_running = Some(ev.at.duration_since(t0));
         }
+        for (m, q) in self.milestones.iter_mut().zip(MILESTONES) {
+            if m.is_none() && self.running as f64 >= (q * self.pods as f64).ceil() {
+                *m = Some(ev.at.duration_since(t0));
+            }
+        }
     }
 }
 
-async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyhow::Result<()> {
+async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Outcome) -> anyhow::Result<()> {
     let work_dir = a.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let per_node = pods.div_ceil(a.nodes);
     let (cpu, memory) = cluster::node_size(per_node, &a.pod_cpu, &a.pod_memory, ("4", "16Gi"))?;
@@ -333,6 +348,7 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
     // whether the cluster is stuck or the watch missed something.
     let mut last_progress = (Instant::now(), 0usize);
     let mut reconciled = 0usize;
+    let mut stalled_since: Option<Instant> = None;
     while t.running < pods {
         tokio::select! {
             ev = events.recv() => {
@@ -375,6 +391,7 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
                 );
                 if t.running != last_progress.1 {
                     last_progress = (now, t.running);
+                    stalled_since = None;
                 } else if now.duration_since(last_progress.0) >= Duration::from_secs(30) {
                     let (listed, _) = cluster::list_pods(&c.server.endpoint, "/api/v1/pods", &format!("&{selector}")).await?;
                     let listed_running = listed.iter().filter(|e| e.phase == Phase::Running).count();
@@ -389,6 +406,18 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
                         t.apply(ev);
                     }
                     reconciled += t.running.saturating_sub(before);
+                    if t.running == before {
+                        let since = *stalled_since.get_or_insert(last_progress.0);
+                        if now.duration_since(since) >= Duration::from_secs(a.stall_secs) {
+                            let why = format!(
+                                "stalled: {} of {pods} pods Running ({} bound) and none more for {} s, as a LIST confirms",
+                                t.running, t.bound, a.stall_secs
+                            );
+                            eprintln!("  {why}");
+                            r.error = Some(why);
+                            break;
+                        }
+                    }
                     last_progress = (Instant::now(), t.running);
                 }
             }
@@ -406,6 +435,7 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
     eprintln!("  pod watch: {}", r.watch);
     let (created, bound, running) = (t.created, t.bound, t.running);
     (r.all_created, r.all_bound, r.all_running) = (t.all_created, t.all_bound, t.all_running);
+    r.milestones = t.milestones;
     let mut startup_us = t.startup_us;
     probe.abort();
     drop(events);
@@ -433,7 +463,7 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Result_) -> anyh
     Ok(())
 }
 
-fn print_report(a: &DensityBenchArgs, pods: usize, r: &Result_, total: Duration, load_start: &str) {
+fn print_report(a: &DensityBenchArgs, pods: usize, r: &Outcome, total: Duration, load_start: &str) {
     let na = || "–".to_string();
     let secs = |d: Option<Duration>| d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(na);
     let verdict = |ok: Option<bool>| match ok {
@@ -455,6 +485,8 @@ fn print_report(a: &DensityBenchArgs, pods: usize, r: &Result_, total: Duration,
     );
     add("nodes registered → all Ready", "", secs(r.nodes_ready), None);
     add("**first workload create → all pods Running**", "", secs(r.all_running), None);
+    let m = r.milestones.iter().map(|d| d.map(|d| format!("{:.0}", d.as_secs_f64())).unwrap_or_else(na)).collect::<Vec<_>>();
+    add("  → 50 % / 90 % / 99 % / 99.9 % of the pods Running", "", format!("{} s", m.join(" / ")), None);
     add("  → all pods created (seen on the watch)", "", secs(r.all_created), None);
     add("  → all pods bound", "", secs(r.all_bound), None);
     add(

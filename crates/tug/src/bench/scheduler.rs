@@ -87,6 +87,8 @@ struct Run {
     span: Option<Duration>,
     /// Sorted, microseconds: create request sent → bound event received.
     to_bound_us: Vec<u64>,
+    /// The most pods bound in any 5 s window, per second.
+    peak_5s: Option<f64>,
     rss_server_idle: Option<u64>,
     rss_server_end: Option<u64>,
     rss_hollow_end: Option<u64>,
@@ -183,6 +185,7 @@ async fn run_pair(a: &SchedulerBenchArgs, work_dir: &std::path::Path, r: &mut Ru
     r.bound = b.bound;
     r.span = Some(b.span);
     r.to_bound_us = b.to_bound_us;
+    r.peak_5s = b.peak_5s;
     r.creates = Some(b.creates);
     if r.bound < r.pods {
         r.error = Some(format!("only {} of {} pods bound: {}", r.bound, r.pods, b.stop.unwrap_or_default()));
@@ -214,6 +217,7 @@ struct Batch {
     bound: usize,
     span: Duration,
     to_bound_us: Vec<u64>,
+    peak_5s: Option<f64>,
     /// Why the batch stopped before every pod was bound.
     stop: Option<String>,
 }
@@ -350,7 +354,27 @@ async fn batch(
         .map(|(b, s)| b.saturating_sub(s.load(Ordering::Relaxed)))
         .collect();
     to_bound_us.sort_unstable();
-    Ok(Batch { creates, bound, span, to_bound_us, stop })
+    let peak_5s = peak_rate(&bound_at, 5_000_000);
+    Ok(Batch { creates, bound, span, to_bound_us, peak_5s, stop })
+}
+
+/// The most events in any window of `window_us` (times in microseconds, 0 =
+/// none), per second; `None` when they span less than one window.
+fn peak_rate(times: &[u64], window_us: u64) -> Option<f64> {
+    let mut t: Vec<u64> = times.iter().copied().filter(|&t| t > 0).collect();
+    t.sort_unstable();
+    if t.last()? - t[0] < window_us {
+        return None;
+    }
+    let mut best = 0;
+    let mut j = 0;
+    for i in 0..t.len() {
+        while j < t.len() && t[j] - t[i] < window_us {
+            j += 1;
+        }
+        best = best.max(j - i);
+    }
+    (!t.is_empty()).then(|| best as f64 / (window_us as f64 / 1e6))
 }
 
 fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_start: &str) {
@@ -380,6 +404,7 @@ fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_star
             _ => na(),
         }
     });
+    add("  best 5 s window", "", &|r| r.peak_5s.map(fmt_rate).unwrap_or_else(na));
     add("  pods bound / measured", "", &|r| format!("{} / {}", fmt_count(r.bound), fmt_count(r.pods)));
     add("  first create → last bound", "", &|r| {
         r.span.map(|s| format!("{:.1} s", s.as_secs_f64())).unwrap_or_else(na)
@@ -448,5 +473,22 @@ fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_star
         if let Some(e) = &r.error {
             println!("* {name} FAILED (figures are those measured before): {}", e.lines().next().unwrap_or(""));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rate_finds_the_busiest_window() {
+        // 0 = not bound; 3 events within 1 s, then one more 10 s later.
+        let t = [0, 1_000_000, 1_500_000, 1_900_000, 12_000_000];
+        assert_eq!(peak_rate(&t, 1_000_000), Some(3.0));
+        assert_eq!(peak_rate(&t, 5_000_000), Some(0.6));
+        assert_eq!(peak_rate(&t, 20_000_000), None, "shorter than the window");
+        assert_eq!(peak_rate(&[0, 0], 5_000_000), None);
+        assert_eq!(pod_index("pod-000042"), Some(42));
+        assert_eq!(pod_index("other"), None);
     }
 }
