@@ -1055,6 +1055,12 @@ const EVENT_FIELDS: &[&str] = &[
     "reportingController",
 ];
 
+/// The fields a field selector may name for `kind` (upstream's field label
+/// conversion), e.g. for indexing them ahead of time.
+pub fn selectable_field_names(kind: &str) -> &'static [&'static str] {
+    selectable_fields(kind).0
+}
+
 fn selectable_fields(kind: &str) -> (&'static [&'static str], Rejection) {
     use Rejection::*;
     match kind {

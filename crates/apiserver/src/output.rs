@@ -77,12 +77,13 @@ impl Output {
         match self {
             Output::Json => serde_json::to_value(&list).expect("JSON values serialize"),
             Output::Table(inc) => {
-                let mut t = tables::table_for(rt.kind, &list.items, jiff::Timestamp::now(), *inc);
+                let items: Vec<Value> = list.items.iter().map(|i| i.to_value()).collect();
+                let mut t = tables::table_for(rt.kind, &items, jiff::Timestamp::now(), *inc);
                 t["metadata"] = list.metadata;
                 t
             }
             Output::PartialMetadata => {
-                let items: Vec<Value> = list.items.iter().map(|o| Self::partial(o)).collect();
+                let items: Vec<Value> = list.items.iter().map(|o| Self::partial(&o.to_value())).collect();
                 json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list.metadata, "items": items})
             }
         }

@@ -53,16 +53,48 @@ pub struct ListBody {
     pub kind: String,
     pub api_version: String,
     pub metadata: Value,
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<ListItem>,
+}
+
+/// One item of a LIST: straight from the watch cache (served as its JSON
+/// text, never parsed), or decoded (read from the store, or converted).
+pub enum ListItem {
+    Cached(Arc<crate::cache::Entry>),
+    Decoded(Arc<Value>),
+}
+
+impl ListItem {
+    pub fn to_value(&self) -> Value {
+        match self {
+            ListItem::Cached(e) => e.value(),
+            ListItem::Decoded(v) => (**v).clone(),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        match self {
+            ListItem::Cached(e) => e.value(),
+            ListItem::Decoded(v) => Arc::unwrap_or_clone(v),
+        }
+    }
+}
+
+impl serde::Serialize for ListItem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ListItem::Cached(e) => e.serialize(s),
+            ListItem::Decoded(v) => v.serialize(s),
+        }
+    }
 }
 
 impl serde::Serialize for ListBody {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        struct Items<'a>(&'a [Arc<Value>]);
+        struct Items<'a>(&'a [ListItem]);
         impl serde::Serialize for Items<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().map(|o| &**o))
+                s.collect_seq(self.0.iter())
             }
         }
         let mut m = s.serialize_map(Some(4))?;
@@ -976,7 +1008,7 @@ impl Ctx {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Reply::list(self.list_body(rr.rt, deleted.into_iter().map(Arc::new).collect(), self.cache.revision(), None, None)))
+        Ok(Reply::list(self.list_body(rr.rt, deleted.into_iter().map(|d| ListItem::Decoded(Arc::new(d))).collect(), self.cache.revision(), None, None)))
     }
 
     /// POST pods/{name}/binding: assigns a node, once.
@@ -1177,12 +1209,12 @@ impl Ctx {
     pub async fn list(&self, rr: &ResourceRequest, q: &Query) -> Result<Reply, ApiError> {
         let (mut items, rev, cont, remaining) = self.list_page(rr, q).await?;
         if convert::converts(rr.rt) {
-            items = items.into_iter().map(|o| Arc::new(convert::from_storage(rr.rt, Arc::unwrap_or_clone(o)))).collect();
+            items = items.into_iter().map(|o| ListItem::Decoded(Arc::new(convert::from_storage(rr.rt, o.into_value())))).collect();
         }
         Ok(Reply::list(self.list_body(rr.rt, items, rev, cont, remaining)))
     }
 
-    fn list_body(&self, rt: &ResourceType, items: Vec<Arc<Value>>, rev: Revision, cont: Option<String>, remaining: Option<i64>) -> ListBody {
+    fn list_body(&self, rt: &ResourceType, items: Vec<ListItem>, rev: Revision, cont: Option<String>, remaining: Option<i64>) -> ListBody {
         let mut metadata = json!({"resourceVersion": rev.to_string()});
         if let Some(c) = cont {
             metadata["continue"] = json!(c);
@@ -1201,7 +1233,10 @@ impl Ctx {
             }
         }
         let (items, rev, _, _) = self.list_page(rr, &all).await?;
-        Ok((items, rev))
+        Ok((items.into_iter().map(|i| match i {
+            ListItem::Cached(e) => Arc::new(e.value()),
+            ListItem::Decoded(v) => v,
+        }).collect(), rev))
     }
 
     /// One page of a LIST, following upstream's resourceVersion rules:
@@ -1209,7 +1244,7 @@ impl Ctx {
     /// newest revision); `0` = whatever the cache has; `N` = not older than N
     /// (or exactly N with `resourceVersionMatch=Exact`, read from the store);
     /// `limit` with a consistent read, and `continue`, page through the store.
-    async fn list_page(&self, rr: &ResourceRequest, q: &Query) -> Result<(Vec<Arc<Value>>, Revision, Option<String>, Option<i64>), ApiError> {
+    async fn list_page(&self, rr: &ResourceRequest, q: &Query) -> Result<(Vec<ListItem>, Revision, Option<String>, Option<i64>), ApiError> {
         let rt = rr.rt;
         let filter = Filter::from_query(rt, q)?;
         let limit: Option<usize> = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
@@ -1247,9 +1282,9 @@ impl Ctx {
                 let node = filter.node_name();
                 let (items, rev) = match (rt.kind, node) {
                     ("Pod", Some(n)) if rt.group.is_empty() => self.cache.pods_on_node(&prefix, &n).await,
-                    _ => self.cache.list(&prefix).await,
+                    _ => self.cache.entries(&prefix).await,
                 };
-                let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
+                let items = items.into_iter().filter(|e| filter.matches_entry(e)).map(ListItem::Cached).collect();
                 Ok((items, rev, None, None))
             }
         }
@@ -1263,7 +1298,7 @@ impl Ctx {
         limit: Option<usize>,
         start_after: Option<String>,
         revision: Option<Revision>,
-    ) -> Result<(Vec<Arc<Value>>, Revision, Option<String>, Option<i64>), ApiError> {
+    ) -> Result<(Vec<ListItem>, Revision, Option<String>, Option<i64>), ApiError> {
         let mut out = Vec::new();
         let mut start = start_after;
         let mut rev = revision;
@@ -1280,7 +1315,7 @@ impl Ctx {
                 last_key = Some(kv.key.clone());
                 if let Some(obj) = crate::cache::decode_stored(&kv.value, kv.mod_revision) {
                     if filter.matches(&obj) {
-                        out.push(Arc::new(obj));
+                        out.push(ListItem::Decoded(Arc::new(obj)));
                     }
                 }
             }
@@ -1624,6 +1659,21 @@ impl Filter {
         true
     }
 
+    /// [`matches`](Self::matches) on a cached entry, without parsing it.
+    pub fn matches_entry(&self, e: &crate::cache::Entry) -> bool {
+        if let Some(l) = &self.labels {
+            if !l.matches(e.selectable.labels()) {
+                return false;
+            }
+        }
+        if let Some(f) = &self.fields {
+            if !f.matches(|field| Some(e.selectable.field(field))) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// `spec.nodeName=X` when the field selector pins one node (the kubelet's query).
     pub fn node_name(&self) -> Option<String> {
         self.fields.as_ref()?.requires_exact_match("spec.nodeName").map(String::from)
@@ -1647,6 +1697,50 @@ pub fn field_manager(q: &Query, headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache filters its compact entries; they must select exactly what
+    /// the objects themselves select.
+    #[test]
+    fn cached_entries_match_selectors_as_their_objects_do() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "prod", "labels": {"app": "web", "tier": "front"}},
+            "spec": {"nodeName": "n1", "restartPolicy": "Always", "serviceAccount": "legacy", "hostNetwork": true},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.42.0.7"}], "podIP": "10.42.0.7"}});
+        let unbound = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p2", "namespace": "prod"}, "spec": {}});
+        let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "prod"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "prod"}, "reason": "Scheduled", "type": "Normal",
+            "source": {"component": "default-scheduler"}});
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "labels": {}}, "type": "Opaque"});
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}, "spec": {"unschedulable": true}});
+        let cases: &[(&str, &str, &[&Value])] = &[
+            ("", "pods", &[&pod, &unbound]),
+            ("", "events", &[&event]),
+            ("", "secrets", &[&secret]),
+            ("", "nodes", &[&node]),
+        ];
+        let labels = ["", "app=web", "app!=web", "tier in (front,back)", "!app", "app", "tier notin (front)"];
+        let fields = [
+            "", "metadata.name=web-1", "metadata.namespace!=prod", "spec.nodeName=n1", "spec.nodeName=", "spec.nodeName!=",
+            "status.phase=Running", "status.podIP=10.42.0.7", "spec.serviceAccountName=legacy", "spec.hostNetwork=true",
+            "involvedObject.name=web-1", "reason=Scheduled", "source=default-scheduler", "type=Opaque", "spec.unschedulable=true",
+        ];
+        let mut compared = 0;
+        for (group, plural, objects) in cases {
+            let rt = tug_api::resources::find(group, "v1", plural).expect("served");
+            for l in labels {
+                for f in fields {
+                    let q: Query = [("labelSelector".to_string(), l.to_string()), ("fieldSelector".to_string(), f.to_string())].into();
+                    let Ok(filter) = Filter::from_query(rt, &q) else { continue };
+                    for obj in *objects {
+                        let entry = crate::cache::Entry::new(rt.kind, obj, 1);
+                        assert_eq!(filter.matches(obj), filter.matches_entry(&entry), "{plural} {l:?} {f:?} on {obj}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "only {compared} comparisons: selectors rejected");
+    }
 
     #[test]
     fn endpoint_slices_track_generation_on_any_change_but_metadata() {

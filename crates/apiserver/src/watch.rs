@@ -13,7 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tug_api::resources::ResourceType;
 use tug_api::ApiError;
 
-use crate::cache::{CacheEvent, WatchCache, WatchEventType};
+use crate::cache::{CacheEvent, Entry, WatchCache, WatchEventType};
 use crate::output::Output;
 use crate::rest::Filter;
 
@@ -73,14 +73,18 @@ fn event(req: &WatchRequest, kind: &str, object: &Value) -> Bytes {
     frame(kind, &req.output.watch_object(req.rt, object))
 }
 
-/// An event of the shared cache, reusing its one JSON encoding when this
-/// watcher needs the object exactly as stored.
-fn cached_event(req: &WatchRequest, kind: &str, ev: &CacheEvent) -> Bytes {
-    let encoded = match req.output {
-        _ if tug_api::convert::converts(req.rt) => return event(req, kind, &ev.object),
-        Output::Json => ev.encoded_object(),
-        Output::PartialMetadata => ev.encoded_partial(),
-        Output::Table(_) => return event(req, kind, &ev.object),
+/// An event for a cached object: its JSON text copied as is when this
+/// watcher wants plain JSON (no parse, no encode), parsed otherwise.
+/// `partial` is the object's shared metadata-only encoding, when there is one.
+fn entry_event(req: &WatchRequest, kind: &str, entry: &Entry, partial: Option<&Bytes>) -> Bytes {
+    let encoded: &[u8] = match req.output {
+        _ if tug_api::convert::converts(req.rt) => return event(req, kind, &entry.value()),
+        Output::Json => entry.bytes(),
+        Output::PartialMetadata => match partial {
+            Some(p) => p,
+            None => return event(req, kind, &entry.value()),
+        },
+        Output::Table(_) => return event(req, kind, &entry.value()),
     };
     let mut line = Vec::with_capacity(encoded.len() + 32);
     line.extend_from_slice(b"{\"type\":\"");
@@ -89,6 +93,13 @@ fn cached_event(req: &WatchRequest, kind: &str, ev: &CacheEvent) -> Bytes {
     line.extend_from_slice(encoded);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
+}
+
+/// An event of the shared cache (its metadata-only encoding is shared by
+/// every metadata-only watcher).
+fn cached_event(req: &WatchRequest, kind: &str, ev: &CacheEvent) -> Bytes {
+    let partial = (req.output == Output::PartialMetadata && !tug_api::convert::converts(req.rt)).then(|| ev.encoded_partial());
+    entry_event(req, kind, &ev.object, partial)
 }
 
 fn frame(kind: &str, object: &Value) -> Bytes {
@@ -102,7 +113,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
     let rv = req.resource_version.clone();
     let (initial, start_rev, mut rx, replay) = if rv.is_empty() || rv == "0" || req.send_initial_events {
         let (objs, rev, rx) = cache.snapshot_and_subscribe(&req.prefix).await;
-        let objs: Vec<Arc<Value>> = objs.into_iter().filter(|o| req.filter.matches(o)).collect();
+        let objs: Vec<Arc<Entry>> = objs.into_iter().filter(|o| req.filter.matches_entry(o)).collect();
         // A watch from "now" without initial events skips the snapshot.
         let objs = if !rv.is_empty() && rv != "0" && !req.send_initial_events { Vec::new() } else { objs };
         (objs, rev, rx, Vec::new())
@@ -122,7 +133,7 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
         let deadline = tokio::time::Instant::now() + req.timeout;
         let mut last_rev = start_rev;
         for obj in &initial {
-            yield Ok(event(&req, "ADDED", obj));
+            yield Ok(entry_event(&req, "ADDED", obj, None));
         }
         if req.send_initial_events {
             let mut bookmark = json!({"kind": req.rt.kind, "apiVersion": req.rt.api_version(),
@@ -196,8 +207,8 @@ fn filter_event(req: &WatchRequest, ev: &CacheEvent) -> Option<&'static str> {
     if !ev.key.starts_with(&req.prefix) {
         return None;
     }
-    let now = req.filter.matches(&ev.object);
-    let before = ev.prev.as_ref().map(|p| req.filter.matches(p)).unwrap_or(false);
+    let now = req.filter.matches_entry(&ev.object);
+    let before = ev.prev.as_ref().map(|p| req.filter.matches_entry(p)).unwrap_or(false);
     match ev.kind {
         WatchEventType::Added => now.then_some("ADDED"),
         WatchEventType::Deleted => (now || before).then_some("DELETED"),
