@@ -76,7 +76,12 @@ where
         mut sink: impl FnMut(&mut dyn FnMut(), Vec<Change<K>>, bool) + Send,
     ) {
         let Informer { api, config, mut writer, reader } = self;
-        let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+        // managedFields are never read by a controller and are often the
+        // largest part of an object: strip them before anything is cached,
+        // as upstream's informers do (TransformStripManagedFields).
+        let mut stream = std::pin::pin!(
+            watcher::watcher(api, config).default_backoff().modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        );
         let mut listed: Vec<K> = Vec::new();
         while let Some(event) = stream.next().await {
             let event = match event {
