@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::StreamExt;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -27,6 +28,16 @@ use tug_store::{EventKind, ListOptions, Revision, Store};
 
 /// How many recent events the ring keeps for watch resumption.
 const RING_CAPACITY: usize = 100_000;
+/// Most store events applied under one write lock.
+const APPLY_BATCH: usize = 256;
+
+/// A store event decoded for the cache (see [`WatchCache::prepare`]).
+struct Prepared {
+    ev: tug_store::Event,
+    kind: &'static str,
+    put: Option<Arc<Entry>>,
+}
+
 /// Live event fan-out buffer per resource; a watcher that falls this far
 /// behind is ended (the client re-watches from the ring or re-lists), never
 /// silently skipped past.
@@ -155,6 +166,37 @@ struct State {
     /// Pods by `spec.nodeName` ("" for unbound): key sets.
     pods_by_node: HashMap<String, HashSet<String>>,
     revision: Revision,
+    /// The live fan-out. Part of the state so that a reload replaces it:
+    /// dropping the old senders ends every watch that was following the
+    /// state the reload threw away.
+    channels: Channels,
+}
+
+/// One fan-out channel per resource (by storage key prefix), so that an
+/// event wakes only the watchers of its resource: with the garbage
+/// collector watching every resource, a single channel would wake dozens
+/// of watchers per write.
+struct Channels {
+    by_prefix: Vec<(String, broadcast::Sender<Arc<CacheEvent>>)>,
+    /// Keys that belong to no served resource.
+    other: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+impl Default for Channels {
+    fn default() -> Channels {
+        let mut prefixes: Vec<String> = tug_api::RESOURCES.iter().map(|r| r.key_prefix()).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        let by_prefix = prefixes.into_iter().map(|p| (p, broadcast::channel(BROADCAST_CAPACITY).0)).collect();
+        Channels { by_prefix, other: broadcast::channel(BROADCAST_CAPACITY).0 }
+    }
+}
+
+impl Channels {
+    /// The channel of the resource a key (or a watcher's key prefix) belongs to.
+    fn of(&self, key: &str) -> &broadcast::Sender<Arc<CacheEvent>> {
+        self.by_prefix.iter().find(|(p, _)| key.starts_with(p.as_str())).map(|(_, c)| c).unwrap_or(&self.other)
+    }
 }
 
 impl State {
@@ -166,16 +208,9 @@ impl State {
 
 pub struct WatchCache {
     state: RwLock<State>,
-    /// One fan-out channel per resource (by storage key prefix), so that an
-    /// event wakes only the watchers of its resource: with the garbage
-    /// collector watching every resource, a single channel would wake dozens
-    /// of watchers per write.
-    channels: Vec<(String, broadcast::Sender<Arc<CacheEvent>>)>,
     /// The kind stored under each resource's key prefix (for its selectable
     /// fields).
     kinds: Vec<(String, &'static str)>,
-    /// Keys that belong to no served resource.
-    other: broadcast::Sender<Arc<CacheEvent>>,
     revision_tx: watch::Sender<Revision>,
 }
 
@@ -204,22 +239,30 @@ fn node_of(entry: &Entry) -> String {
 impl WatchCache {
     /// Lists everything under `/registry/` and starts following the store.
     pub async fn start(store: Arc<dyn Store>) -> anyhow::Result<Arc<WatchCache>> {
-        let mut prefixes: Vec<String> = tug_api::RESOURCES.iter().map(|r| r.key_prefix()).collect();
-        prefixes.sort();
-        prefixes.dedup();
-        let channels = prefixes.into_iter().map(|p| (p, broadcast::channel(BROADCAST_CAPACITY).0)).collect();
         let kinds = tug_api::RESOURCES.iter().map(|r| (r.key_prefix(), r.kind)).collect();
-        let (other, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (revision_tx, _) = watch::channel(0);
-        let cache = Arc::new(WatchCache { state: RwLock::new(State::default()), channels, kinds, other, revision_tx });
+        let cache = Arc::new(WatchCache { state: RwLock::new(State::default()), kinds, revision_tx });
         let start = cache.load(&store).await?;
         let follower = cache.clone();
-        tokio::spawn(async move { follower.follow(store, start).await });
+        // Its own thread: on a busy server the follower would be one task
+        // among thousands of request tasks, and a cache that falls behind
+        // the writers stalls every consistent read and watch. A thread
+        // competes with the runtime's workers as an equal.
+        std::thread::Builder::new()
+            .name("watch-cache".into())
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(follower.follow(store, start)),
+                Err(e) => tracing::error!(error = %e, "watch cache: cannot start its runtime"),
+            })
+            .context("starting the watch cache thread")?;
         Ok(cache)
     }
 
     async fn load(&self, store: &Arc<dyn Store>) -> anyhow::Result<Revision> {
         let mut state = self.state.write().await;
+        // Under the lock for the whole load: a reload drops the old objects,
+        // ring and channels (ending their watches) and nobody reads between.
+        *state = State::default();
         let mut start_after = None;
         let mut revision = None;
         loop {
@@ -250,19 +293,39 @@ impl WatchCache {
     /// Follows the store forever; on a broken watch, resumes from the last
     /// revision seen (or reloads everything when that was compacted).
     async fn follow(self: Arc<Self>, store: Arc<dyn Store>, mut from: Revision) {
+        use futures::FutureExt;
         loop {
             match store.watch("/registry/", from).await {
                 Ok(mut stream) => {
-                    while let Some(item) = stream.next().await {
-                        match item {
-                            Ok(ev) => {
-                                from = ev.kv.mod_revision;
-                                self.apply(ev).await;
+                    while let Some(first) = stream.next().await {
+                        // Take whatever else is ready too, and apply it under
+                        // one lock: under load the cache must outpace the
+                        // writers, or it lags further and further.
+                        let mut batch = vec![first];
+                        while batch.len() < APPLY_BATCH {
+                            match stream.next().now_or_never() {
+                                Some(Some(item)) => batch.push(item),
+                                _ => break,
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "watch cache: store watch failed");
-                                break;
+                        }
+                        let mut failed = None;
+                        let mut prepared = Vec::with_capacity(batch.len());
+                        for item in batch {
+                            match item {
+                                Ok(ev) => {
+                                    from = ev.kv.mod_revision;
+                                    prepared.push(self.prepare(ev));
+                                }
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
                             }
+                        }
+                        self.apply(prepared).await;
+                        if let Some(e) = failed {
+                            tracing::warn!(error = %e, "watch cache: store watch failed");
+                            break;
                         }
                     }
                 }
@@ -279,37 +342,48 @@ impl WatchCache {
         }
     }
 
-    async fn reload(&self, store: &Arc<dyn Store>) -> anyhow::Result<Revision> {
-        {
-            let mut state = self.state.write().await;
-            *state = State::default();
-        }
+    /// Starts over from a fresh LIST (the store compacted history the cache
+    /// had not read). Every current watch ends, with 410 Gone, because the
+    /// events it missed are gone; readers never see a half-loaded state.
+    pub(crate) async fn reload(&self, store: &Arc<dyn Store>) -> anyhow::Result<Revision> {
         self.load(store).await
     }
 
-    async fn apply(&self, ev: tug_store::Event) {
+    /// Decodes and encodes a store event, outside the lock (readers wait on it).
+    fn prepare(&self, ev: tug_store::Event) -> Prepared {
         let revision = ev.kv.mod_revision;
-        let key = ev.kv.key.clone();
-        let kind = self.kind_of(&key);
-        // Decode and encode before taking the lock: readers wait on it.
+        let kind = self.kind_of(&ev.kv.key);
         let put = match ev.kind {
-            EventKind::Put if is_object_key(&key) => match decode_stored(&ev.kv.value, revision) {
+            EventKind::Put if is_object_key(&ev.kv.key) => match decode_stored(&ev.kv.value, revision) {
                 Some(obj) => Some(Arc::new(Entry::new(kind, &obj, revision))),
                 None => {
-                    tracing::error!(%key, "undecodable object in store");
+                    tracing::error!(key = %ev.kv.key, "undecodable object in store");
                     None
                 }
             },
             _ => None,
         };
+        Prepared { ev, kind, put }
+    }
+
+    async fn apply(&self, batch: Vec<Prepared>) {
         let mut state = self.state.write().await;
+        for p in batch {
+            self.apply_one(&mut state, p);
+        }
+        self.revision_tx.send_replace(state.revision);
+    }
+
+    fn apply_one(&self, state: &mut State, p: Prepared) {
+        let Prepared { ev, kind, put } = p;
+        let revision = ev.kv.mod_revision;
+        let key = ev.kv.key.clone();
         if revision <= state.revision {
             return;
         }
         let skip = !is_object_key(&key) || (ev.kind == EventKind::Put && put.is_none());
         if skip {
             state.revision = revision;
-            self.revision_tx.send_replace(revision);
             return;
         }
         let prev = state.objects.get(&key).cloned();
@@ -349,8 +423,7 @@ impl WatchCache {
         state.revision = revision;
         // Send while holding the lock so that subscribers that read the ring
         // under the lock see each event exactly once.
-        let _ = self.channel(&event.key).send(event);
-        self.revision_tx.send_replace(revision);
+        let _ = state.channels.of(&event.key).send(event);
     }
 
     /// The kind stored under a key ("" for keys of no served resource).
@@ -358,10 +431,6 @@ impl WatchCache {
         self.kinds.iter().find(|(p, _)| key.starts_with(p.as_str())).map(|(_, k)| *k).unwrap_or("")
     }
 
-    /// The channel of the resource a key (or a watcher's key prefix) belongs to.
-    fn channel(&self, key: &str) -> &broadcast::Sender<Arc<CacheEvent>> {
-        self.channels.iter().find(|(p, _)| key.starts_with(p.as_str())).map(|(_, c)| c).unwrap_or(&self.other)
-    }
 
     pub fn revision(&self) -> Revision {
         *self.revision_tx.borrow()
@@ -420,7 +489,7 @@ impl WatchCache {
         revision: Revision,
     ) -> Result<(Vec<Arc<CacheEvent>>, broadcast::Receiver<Arc<CacheEvent>>), Revision> {
         let state = self.state.read().await;
-        let rx = self.channel(prefix).subscribe();
+        let rx = state.channels.of(prefix).subscribe();
         let oldest = state.ring.front().map(|e| e.revision).unwrap_or(state.revision + 1);
         if revision < state.revision && revision + 1 < oldest {
             return Err(oldest - 1);
@@ -435,7 +504,7 @@ impl WatchCache {
         prefix: &str,
     ) -> (Vec<Arc<Entry>>, Revision, broadcast::Receiver<Arc<CacheEvent>>) {
         let state = self.state.read().await;
-        let rx = self.channel(prefix).subscribe();
+        let rx = state.channels.of(prefix).subscribe();
         (state.under(prefix), state.revision, rx)
     }
 }

@@ -190,7 +190,13 @@ pub async fn stream(cache: Arc<WatchCache>, req: WatchRequest) -> Result<impl St
                     yield Ok(frame("ERROR", &status));
                     break;
                 }
-                Some(Err(RecvError::Closed)) => break,
+                Some(Err(RecvError::Closed)) => {
+                    // The cache started over (or the server is stopping):
+                    // what this watch followed is gone; the client relists.
+                    let status = ApiError::gone("the watch cache was reloaded; restart the watch").to_status();
+                    yield Ok(frame("ERROR", &status));
+                    break;
+                }
             }
         }
     };
@@ -227,6 +233,43 @@ mod tests {
     use futures::StreamExt;
     use tug_store::Store;
 
+    /// When the cache starts over (history it had not read was compacted),
+    /// every watch ends with 410 Gone so that its client relists: carrying
+    /// on would silently skip whatever the cache never saw.
+    #[tokio::test]
+    async fn a_cache_reload_ends_watches_with_gone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(tug_store::sqlite::SqliteStore::open(dir.path().join("state.db")).expect("store"));
+        let cache = WatchCache::start(store.clone()).await.expect("cache");
+        let rt = tug_api::resources::find("", "v1", "configmaps").expect("configmaps are served");
+        let req = WatchRequest {
+            rt,
+            prefix: rt.key_prefix(),
+            filter: Filter::from_query(rt, &HashMap::new()).expect("no selectors"),
+            output: Output::Json,
+            resource_version: cache.revision().to_string(),
+            bookmarks: false,
+            send_initial_events: false,
+            timeout: Duration::from_secs(30),
+            bookmark_interval: Duration::from_secs(60),
+        };
+        let mut s = Box::pin(stream(cache.clone(), req).await.expect("watch"));
+        assert!(tokio::time::timeout(Duration::from_millis(20), s.next()).await.is_err(), "nothing yet");
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}});
+        store.create(&rt.key(Some("default"), "a"), serde_json::to_vec(&body).unwrap()).await.expect("create");
+        cache.reload(&store).await.expect("reload");
+        let mut seen = Vec::new();
+        while let Some(line) = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("the watch ends") {
+            seen.push(serde_json::from_slice::<Value>(&line.expect("bytes")).expect("json line"));
+        }
+        let last = seen.last().expect("an event");
+        assert_eq!(last["type"], "ERROR", "{seen:?}");
+        assert_eq!(last["object"]["code"], 410, "{seen:?}");
+        // The reloaded cache has the object, and a new watch from the old
+        // revision is told to relist.
+        assert!(cache.get(&rt.key(Some("default"), "a")).await.is_some());
+    }
+
     /// A bookmark that fires while a watcher lags must not skip the events
     /// still queued for it. (It used to announce the cache's newest revision
     /// and then drop everything older as already sent.)
@@ -254,8 +297,14 @@ mod tests {
                 bookmark_interval: Duration::from_millis(20),
             };
             let mut s = Box::pin(stream(cache.clone(), req).await.expect("watch"));
-            // Poll once so that the stream starts and its bookmark timer runs.
-            assert!(tokio::time::timeout(Duration::from_millis(5), s.next()).await.is_err(), "nothing to send yet");
+            // Poll once so that the stream starts and its bookmark timer runs
+            // (on a loaded machine the timer may already fire here).
+            let mut bookmarks = Vec::new();
+            if let Ok(first) = tokio::time::timeout(Duration::from_millis(5), s.next()).await {
+                let ev: Value = serde_json::from_slice(&first.expect("stream open").expect("bytes")).expect("json line");
+                assert_eq!(ev["type"], "BOOKMARK", "nothing but a bookmark to send yet: {ev}");
+                bookmarks.push(ev["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap());
+            }
             for i in 0..EVENTS {
                 let name = format!("r{round}-{i}");
                 let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
@@ -266,7 +315,6 @@ mod tests {
             // The watcher has read nothing yet; let its bookmark timer expire.
             tokio::time::sleep(Duration::from_millis(60)).await;
             let mut added = 0;
-            let mut bookmarks = Vec::new();
             while added < EVENTS {
                 let line = tokio::time::timeout(Duration::from_secs(2), s.next())
                     .await

@@ -212,13 +212,28 @@ pub fn spawn_compactor(
     retain_revisions: Revision,
 ) -> CompactorHandle {
     let weak = Arc::downgrade(store);
-    spawn_compactor_with(move || weak.upgrade(), interval, retain_revisions)
+    spawn_compactor_with(move || weak.upgrade(), interval, retain_revisions, || Revision::MAX)
+}
+
+/// [`spawn_compactor`], but never compacting past `floor()`: the revision
+/// up to which a consumer that must not miss history (the API server's
+/// watch cache) has read. A consumer that lags would otherwise find the
+/// history it still needs compacted away and have to start over.
+pub fn spawn_compactor_below(
+    store: &Arc<dyn Store>,
+    interval: Duration,
+    retain_revisions: Revision,
+    floor: impl Fn() -> Revision + Send + 'static,
+) -> CompactorHandle {
+    let weak = Arc::downgrade(store);
+    spawn_compactor_with(move || weak.upgrade(), interval, retain_revisions, floor)
 }
 
 pub(crate) fn spawn_compactor_with<F>(
     upgrade: F,
     interval: Duration,
     retain_revisions: Revision,
+    floor: impl Fn() -> Revision + Send + 'static,
 ) -> CompactorHandle
 where
     F: Fn() -> Option<Arc<dyn Store>> + Send + 'static,
@@ -233,7 +248,7 @@ where
                 tracing::debug!("store dropped; compactor exits");
                 return;
             };
-            if let Err(e) = compact_once(store.as_ref(), retain_revisions).await {
+            if let Err(e) = compact_once_below(store.as_ref(), retain_revisions, floor()).await {
                 tracing::warn!(error = %e, "periodic compaction failed");
             }
         }
@@ -248,13 +263,22 @@ pub async fn compact_once(
     store: &dyn Store,
     retain_revisions: Revision,
 ) -> Result<Option<Revision>> {
+    compact_once_below(store, retain_revisions, Revision::MAX).await
+}
+
+/// [`compact_once`], compacting to `floor` at most.
+pub async fn compact_once_below(
+    store: &dyn Store,
+    retain_revisions: Revision,
+    floor: Revision,
+) -> Result<Option<Revision>> {
     let current = store.current_revision().await?;
-    let target = current - retain_revisions.max(0);
+    let target = (current - retain_revisions.max(0)).min(floor);
     if target <= 0 || target <= store.compacted_revision().await? {
         return Ok(None);
     }
     store.compact(target).await?;
-    tracing::info!(revision = target, current, "compacted store history");
+    tracing::info!(revision = target, current, floor, "compacted store history");
     Ok(Some(target))
 }
 

@@ -340,6 +340,7 @@ impl SqliteStore {
             },
             interval,
             retain_revisions,
+            || Revision::MAX,
         )
     }
 

@@ -609,6 +609,20 @@ mod suite {
         assert_eq!(s.get(&k).await.unwrap().unwrap().value, b"29");
         // Nothing new to compact: the next run leaves the point alone.
         assert_eq!(tug_store::compact_once(s.as_ref(), 5).await.unwrap(), None);
+
+        // A floor (the watch cache's read position) holds compaction back
+        // even when the retention window would allow more.
+        for i in 0..20 {
+            s.update(&k, format!("{}", 30 + i).into_bytes(), s.get(&k).await.unwrap().unwrap().mod_revision).await.unwrap();
+        }
+        let current = s.current_revision().await.unwrap();
+        let floor = compacted + 3;
+        assert_eq!(tug_store::compact_once_below(s.as_ref(), 5, floor).await.unwrap(), Some(floor));
+        assert_eq!(s.compacted_revision().await.unwrap(), floor);
+        assert!(s.watch(p, floor).await.is_ok(), "history after the floor is still there");
+        assert!(current - 5 > floor, "the window alone would have compacted further");
+        // Without the floor in the way, the window applies again.
+        assert_eq!(tug_store::compact_once_below(s.as_ref(), 5, current).await.unwrap(), Some(current - 5));
     }
 
     pub async fn concurrent_cas_counter(s: Arc<dyn Store>, p: &str) {

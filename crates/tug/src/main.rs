@@ -200,7 +200,8 @@ struct AgentFlags {
     node_labels: Vec<String>,
     /// Kubelet settings, `KEY=VALUE`: cgroup-root, max-pods, pod-cidr
     /// (used when the Node gets none from the cluster), cluster-dns,
-    /// cluster-domain, eviction-hard, node-labels.
+    /// cluster-domain, eviction-hard, node-labels, port and address (of the
+    /// kubelet's HTTPS server, default 0.0.0.0:10250).
     #[arg(long = "kubelet-arg")]
     kubelet_args: Vec<String>,
     /// Name of the CNI bridge.
@@ -317,7 +318,6 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let store = tug_store::open(&args.datastore_endpoint, &args.data_dir)
         .await
         .context("opening the datastore")?;
-    let _compactor = tug_store::spawn_compactor(&store, Duration::from_secs(300), 100_000);
     let bind = SocketAddr::new(args.bind_address, args.https_listen_port);
     let advertise_host = if args.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { args.bind_address.to_string() };
     let config = tug_apiserver::Config {
@@ -328,6 +328,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         advertise_address: format!("{advertise_host}:{}", args.https_listen_port),
     };
     let server = tug_apiserver::ApiServer::start(config, Arc::clone(&store), &pki).await?;
+    // Never compact history the watch cache has not read yet: a cache that
+    // lags (a burst on two busy cores) must catch up, not start over.
+    let cache = Arc::clone(&server.server.ctx.cache);
+    let _compactor = tug_store::spawn_compactor_below(&store, Duration::from_secs(300), 100_000, move || cache.revision());
     let port = server.local_addr.port();
     let url = format!("https://{advertise_host}:{port}");
     let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
