@@ -27,6 +27,9 @@ pub struct Server {
     pub authorizer: Box<dyn Authorizer>,
     pub server_address: String,
     pub metrics: Metrics,
+    /// Reaching kubelets (logs, exec, attach, port-forward) and signing
+    /// their serving certificates.
+    pub kubelets: crate::kubelet::Kubelets,
 }
 
 fn json_response(status: StatusCode, content_type: &str, body: &impl serde::Serialize) -> Response<Body> {
@@ -101,6 +104,9 @@ impl Server {
             return (error_response(&ApiError::unauthorized()), v, r);
         };
         let accept = header_str(req.headers(), header::ACCEPT).to_string();
+        if path == tug_pki::KUBELET_SERVING_CERT_PATH {
+            return (crate::kubelet::serving_cert(&self.kubelets, &user, req).await, "create".into(), "kubeletcertificates".into());
+        }
         if path == "/metrics" {
             let body = self.metrics.encode(&self.ctx).await;
             let r = Response::builder()
@@ -208,6 +214,9 @@ impl Server {
         if is_watch && method == Method::GET {
             return (self.watch(rr, &q, output).await, verb);
         }
+        if rr.rt.group.is_empty() && rr.rt.plural == "pods" && matches!(rr.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward")) {
+            return (crate::kubelet::pod_subresource(&self.ctx, &self.kubelets, &rr, req).await, verb);
+        }
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(e) => return (error_response(&e), verb),
@@ -269,9 +278,7 @@ impl Server {
                 let options = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { rest::decode_body(&body, &ct)? };
                 ctx.delete_collection(rr, &options, q).await
             }
-            (_, _, Some(s @ ("log" | "exec" | "attach" | "portforward" | "proxy"))) => {
-                Err(ApiError::new(503, "ServiceUnavailable", format!("{s} needs a node agent; none is connected to this server")))
-            }
+            (_, _, Some("proxy")) => Err(ApiError::new(503, "ServiceUnavailable", "the proxy subresource is not supported yet")),
             _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource"))),
         }
     }

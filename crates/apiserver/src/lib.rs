@@ -14,6 +14,7 @@ pub mod cache;
 pub mod discovery;
 pub mod fields;
 pub mod http;
+pub mod kubelet;
 pub mod metrics;
 pub mod openapi;
 pub mod output;
@@ -58,6 +59,7 @@ impl ApiServer {
             authorizer: Box::new(authz::AlwaysAllow),
             server_address: config.advertise_address.clone(),
             metrics: metrics::Metrics::default(),
+            kubelets: kubelet::Kubelets::new(pki)?,
         });
         bootstrap::ensure_builtin_objects(&server.ctx, &config.advertise_address).await?;
         let listener = tokio::net::TcpListener::bind(config.bind).await?;

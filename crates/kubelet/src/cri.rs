@@ -319,6 +319,31 @@ impl Cri {
         Ok((resp.exit_code, resp.stdout, resp.stderr))
     }
 
+    /// Prepares a streaming exec; returns the URL on the runtime's streaming
+    /// server where the client's upgrade request goes (single use).
+    pub async fn exec(&self, req: cri::ExecRequest) -> anyhow::Result<String> {
+        let mut r = self.runtime.clone();
+        Ok(bounded("Exec", CALL_TIMEOUT, r.exec(req)).await?.url)
+    }
+
+    /// Prepares a streaming attach; returns the streaming server's URL.
+    pub async fn attach(&self, req: cri::AttachRequest) -> anyhow::Result<String> {
+        let mut r = self.runtime.clone();
+        Ok(bounded("Attach", CALL_TIMEOUT, r.attach(req)).await?.url)
+    }
+
+    /// Prepares a port forward into a sandbox; returns the streaming server's URL.
+    pub async fn port_forward(&self, sandbox_id: &str, ports: Vec<i32>) -> anyhow::Result<String> {
+        let mut r = self.runtime.clone();
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            port: ports,
+        };
+        Ok(bounded("PortForward", CALL_TIMEOUT, r.port_forward(req))
+            .await?
+            .url)
+    }
+
     /// The image's status, `None` when it is not present.
     pub async fn image_status(&self, image: &str) -> anyhow::Result<Option<cri::Image>> {
         let mut r = self.images.clone();

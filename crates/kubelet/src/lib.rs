@@ -16,7 +16,15 @@
 //!   [`podstatus`] computes the status, [`spec`] turns a pod spec into CRI
 //!   configurations, [`probes`] runs liveness/readiness/startup probes,
 //!   [`volumes`] sets up emptyDir, hostPath, configMap, secret, downwardAPI
-//!   and projected volumes.
+//!   and projected volumes (updated in place), [`hooks`] runs postStart and
+//!   preStop hooks and kills containers within their grace period,
+//!   [`credentials`] turns imagePullSecrets into CRI pull auth;
+//! - [`server`]: the kubelet's HTTPS server (port 10250, serving certificate
+//!   signed by the cluster CA, only CA-signed clients in `system:masters`):
+//!   `/healthz`, `/pods`, `/containerLogs` ([`logs`], from the CRI log
+//!   files), and `/exec`, `/attach`, `/portForward`, which get a URL on the
+//!   runtime's streaming server (CRI Exec, Attach, PortForward) and proxy
+//!   the client's upgrade request there byte for byte.
 //!
 //! ```no_run
 //! # async fn f(client: kube::Client) -> anyhow::Result<()> {
@@ -27,13 +35,17 @@
 
 pub mod cni;
 pub mod containerd;
+pub mod credentials;
 pub mod cri;
+pub mod hooks;
+pub mod logs;
 pub mod machine;
 pub mod node;
 pub mod pod_sync;
 pub mod podstatus;
 pub mod probes;
 pub mod quantity;
+pub mod server;
 pub mod spec;
 pub mod volumes;
 
@@ -97,6 +109,11 @@ pub struct AgentConfig {
     /// Hard eviction thresholds: below them the node reports MemoryPressure
     /// or DiskPressure (`--kubelet-arg eviction-hard=...`).
     pub eviction_hard: EvictionHard,
+    /// The kubelet server's address and port (upstream's `--address`,
+    /// `--port`: 0.0.0.0:10250); the port is reported in the Node's
+    /// `status.daemonEndpoints.kubeletEndpoint`.
+    pub kubelet_address: IpAddr,
+    pub kubelet_port: u16,
 }
 
 /// A free-resource threshold: an absolute amount or a share of the total.
@@ -192,6 +209,8 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(300),
             relist_interval: Duration::from_secs(1),
             eviction_hard: EvictionHard::default(),
+            kubelet_address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            kubelet_port: 10250,
         }
     }
 
@@ -280,8 +299,10 @@ async fn run_with_runtime(
         pod_cidr: std::sync::Mutex::new(None),
         runtime_version,
     });
+    let listener = server::bind(&agent.config).await?;
     let node_uid = node::register(&agent).await?;
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(server::run(agent.clone(), listener));
     tasks.spawn(node::run_lease(agent.clone(), node_uid));
     tasks.spawn(node::run_status(agent.clone()));
     // The network: the Node's podCIDR (or the fallback) into the CNI config.
@@ -351,7 +372,8 @@ impl AgentConfig {
     /// Applies one `--kubelet-arg KEY=VALUE` (kubelet flag names, without
     /// dashes): `cgroup-root`, `max-pods`, `pod-cidr`, `cluster-dns`,
     /// `cluster-domain`, `eviction-hard`, `node-labels`,
-    /// `node-status-report-frequency` (seconds).
+    /// `node-status-report-frequency` (seconds), `port` and `address` (the
+    /// kubelet server's).
     pub fn apply_kubelet_arg(&mut self, arg: &str) -> anyhow::Result<()> {
         let arg = arg.trim_start_matches('-');
         let (k, v) = arg
@@ -369,6 +391,8 @@ impl AgentConfig {
                     .collect()
             }
             "cluster-domain" => self.cluster_domain = v.to_string(),
+            "port" => self.kubelet_port = v.parse().with_context(|| format!("port {v:?}"))?,
+            "address" => self.kubelet_address = v.parse().with_context(|| format!("address {v:?}"))?,
             "eviction-hard" => self.eviction_hard.apply(v)?,
             "node-labels" => {
                 for kv in v.split(',').filter(|s| !s.is_empty()) {
@@ -406,6 +430,10 @@ mod tests {
         assert_eq!(c.max_pods, 20);
         c.apply_kubelet_arg("node-labels=a=b,c=d").unwrap();
         assert_eq!(c.node_labels["c"], "d");
+        c.apply_kubelet_arg("port=10350").unwrap();
+        c.apply_kubelet_arg("address=127.0.0.1").unwrap();
+        assert_eq!((c.kubelet_address.to_string(), c.kubelet_port), ("127.0.0.1".to_string(), 10350));
+        assert!(c.apply_kubelet_arg("port=x").is_err());
         assert!(c.apply_kubelet_arg("bogus=1").is_err());
         assert!(c.apply_kubelet_arg("novalue").is_err());
     }

@@ -175,7 +175,7 @@ fn full_status(agent: &Agent, conds: Value) -> Value {
             {"type": "InternalIP", "address": agent.node_ip.to_string()},
             {"type": "Hostname", "address": machine::hostname()},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.config.kubelet_port}},
         "nodeInfo": {
             "machineID": machine::machine_id(),
             "systemUUID": machine::system_uuid(),

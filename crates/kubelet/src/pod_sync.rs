@@ -8,8 +8,14 @@
 //! 3. init containers in order, then app containers, restarted according to
 //!    restartPolicy with the crash-loop back-off (10 s doubling to 5 min);
 //! 4. the status, through the status subresource;
-//! 5. on deletion: StopContainer with the grace period, StopPodSandbox and
-//!    RemovePodSandbox, then the final delete (gracePeriodSeconds=0).
+//! 5. on deletion: each container's preStop hook, then StopContainer with
+//!    what is left of the grace period ([`hooks::kill_container`]),
+//!    StopPodSandbox and RemovePodSandbox, then the final delete
+//!    (gracePeriodSeconds=0);
+//! 6. postStart hooks right after a container starts (a failure kills it);
+//!    pull credentials from imagePullSecrets ([`credentials`]); configMap,
+//!    secret, downwardAPI and projected volumes rewritten every
+//!    [`VOLUME_RESYNC`] so that running containers see updates.
 //!
 //! Nothing is remembered across restarts but what the runtime holds:
 //! sandboxes and containers are found by their pod UID label, so a
@@ -21,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -32,11 +38,17 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use crate::cri::{self, CONTAINER_NAME_LABEL, POD_UID_LABEL, uid_filter, v1 as c};
+use crate::hooks::{self, EventSink, HookTarget};
 use crate::podstatus::{self, ContainerView, Instance, Observed, RunState};
 use crate::probes::{self, Kind, Verdict};
 use crate::spec::{self, meta, pod_spec};
 use crate::volumes;
-use crate::{Agent, FIELD_MANAGER, api_code, containerd, quantity};
+use crate::{Agent, FIELD_MANAGER, api_code, containerd, credentials, quantity};
+
+/// How often the files of a running pod's configMap, secret, downwardAPI
+/// and projected volumes are brought up to date (upstream: every pod sync,
+/// about a minute; a changed object shows in the container within this).
+pub const VOLUME_RESYNC: Duration = Duration::from_secs(10);
 
 /// What a worker is told about its pod.
 struct WorkerShared {
@@ -289,6 +301,8 @@ struct Worker {
     killing: HashSet<String>,
     /// Containers stopped because their image changed in the spec.
     spec_changed: HashSet<String>,
+    /// When the pod's volumes were last written.
+    last_volume_sync: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -317,7 +331,23 @@ impl Worker {
             prober: probes::Prober::new(kick),
             killing: HashSet::new(),
             spec_changed: HashSet::new(),
+            last_volume_sync: None,
         }
+    }
+
+    /// Where kills of this pod's containers record their events.
+    fn sink(&self) -> EventSink {
+        EventSink {
+            recorder: self.recorder.clone(),
+            pod: self.pod.object_ref(&()),
+        }
+    }
+
+    /// The pod's terminationGracePeriodSeconds (default 30).
+    fn termination_grace(&self) -> i64 {
+        pod_spec(&self.pod)
+            .termination_grace_period_seconds
+            .unwrap_or(30)
     }
 
     fn key(&self) -> String {
@@ -663,24 +693,16 @@ impl Worker {
                         let id = cur.as_ref().expect("matched Some").id.clone();
                         if self.killing.insert(id.clone()) {
                             self.spec_changed.insert(ct.name.clone());
-                            self.event(
-                                EventType::Normal,
-                                "Killing",
+                            self.spawn_kill(
+                                ct,
+                                id,
+                                pod_ip.as_deref(),
+                                self.termination_grace(),
                                 format!(
                                     "Container {} definition changed, will be restarted",
                                     ct.name
                                 ),
-                            )
-                            .await;
-                            let grace = Duration::from_secs(
-                                spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
                             );
-                            let cri = self.agent.cri.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = cri.stop_container(&id, grace).await {
-                                    tracing::warn!(container = %id, error = %e, "stopping a changed container failed");
-                                }
-                            });
                         }
                     }
                     Some(RunState::Exited) => {
@@ -756,6 +778,31 @@ impl Worker {
                     view.previous = prev;
                 }
             }
+        }
+
+        // Volumes of running pods follow their objects.
+        let refreshable = spec.volumes.iter().flatten().any(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        });
+        if refreshable && sandbox_id.is_some() {
+            let due = self
+                .last_volume_sync
+                .is_none_or(|t| t.elapsed() >= VOLUME_RESYNC);
+            if due {
+                let pod_dir = self.agent.config.pod_dir(&self.uid);
+                if let Err(e) = volumes::prepare(&self.agent.client, &self.pod, &pod_dir).await {
+                    tracing::debug!(pod = %self.key(), error = %e, "updating volumes failed; keeping their files");
+                }
+                self.last_volume_sync = Some(std::time::Instant::now());
+            }
+            let since = self
+                .last_volume_sync
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
+            wake_in(VOLUME_RESYNC.saturating_sub(since).max(Duration::from_millis(100)));
         }
 
         self.apply_probes(&mut observed, &spec, pod_ip.as_deref())
@@ -868,29 +915,53 @@ impl Worker {
                     format!("{} probe failed: {msg}", kind.name()),
                 )
                 .await;
-                self.event(
-                    EventType::Normal,
-                    "Killing",
+                // A probe's own terminationGracePeriodSeconds wins (upstream).
+                let probe = match kind {
+                    Kind::Startup => ct.startup_probe.as_ref(),
+                    _ => ct.liveness_probe.as_ref(),
+                };
+                let grace = probe
+                    .and_then(|p| p.termination_grace_period_seconds)
+                    .or(spec.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                self.spawn_kill(
+                    ct,
+                    id.clone(),
+                    pod_ip,
+                    grace,
                     format!(
                         "Container {} failed {} probe, will be restarted",
                         ct.name,
                         kind.name().to_lowercase()
                     ),
-                )
-                .await;
-                let grace = Duration::from_secs(
-                    spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
                 );
-                let cri = self.agent.cri.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = cri.stop_container(&id, grace).await {
-                        tracing::warn!(container = %id, error = %e, "stopping an unhealthy container failed");
-                    }
-                });
             }
         }
         self.killing.retain(|id| running.contains(id));
         self.prober.retain(&running);
+    }
+
+    /// Kills a container in the background (preStop, then StopContainer
+    /// with the rest of `grace`); the relist wakes the worker when it exits.
+    fn spawn_kill(
+        &self,
+        ct: &Container,
+        id: String,
+        pod_ip: Option<&str>,
+        grace: i64,
+        message: String,
+    ) {
+        let target = HookTarget {
+            cri: self.agent.cri.clone(),
+            container_id: id,
+            pod_ip: pod_ip.unwrap_or_default().to_string(),
+        };
+        let (ct, sink) = (ct.clone(), self.sink());
+        tokio::spawn(async move {
+            if let Err(e) = hooks::kill_container(&target, Some(&ct), grace, message, &sink).await {
+                tracing::warn!(container = %target.container_id, error = %e, "killing a container failed");
+            }
+        });
     }
 
     fn next_attempt(&mut self, name: &str, after: Option<u32>) -> u32 {
@@ -1098,16 +1169,34 @@ impl Worker {
         )
         .await;
         let host = containerd::registry_host(&image);
-        let auth = self.agent.registries.auth_for(host).map(|a| c::AuthConfig {
-            username: a.username.clone().unwrap_or_default(),
-            password: a.password.clone().unwrap_or_default(),
-            auth: a.auth.clone().unwrap_or_default(),
-            identity_token: a.identity_token.clone().unwrap_or_default(),
-            server_address: host.to_string(),
-            ..Default::default()
-        });
+        self.ensure_loopback_registry(host);
+        // The pod's pull secrets first, then the node's registries.yaml.
+        let mut auths = self.pull_credentials(&image).await;
+        if let Some(a) = self.agent.registries.auth_for(host) {
+            auths.push(c::AuthConfig {
+                username: a.username.clone().unwrap_or_default(),
+                password: a.password.clone().unwrap_or_default(),
+                auth: a.auth.clone().unwrap_or_default(),
+                identity_token: a.identity_token.clone().unwrap_or_default(),
+                server_address: credentials::server_address(host),
+                ..Default::default()
+            });
+        }
         let t = std::time::Instant::now();
-        match cri.pull_image(&image, auth, sandbox_config.cloned()).await {
+        // Each credential in turn until one works (anonymous when none).
+        let mut result = Err(anyhow::anyhow!("no pull attempted"));
+        let attempts: Vec<Option<c::AuthConfig>> = if auths.is_empty() {
+            vec![None]
+        } else {
+            auths.into_iter().map(Some).collect()
+        };
+        for auth in attempts {
+            result = cri.pull_image(&image, auth, sandbox_config.cloned()).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        match result {
             Ok(r) => {
                 self.image_backoff.remove(&image);
                 self.event(
@@ -1132,6 +1221,96 @@ impl Worker {
                 self.event(EventType::Warning, "Failed", "Error: ErrImagePull".into())
                     .await;
                 Err(("ErrImagePull".into(), msg))
+            }
+        }
+    }
+
+    /// Pull credentials for `image` from the pod's imagePullSecrets (or,
+    /// when it names none, its ServiceAccount's). A secret that cannot be
+    /// read is a `FailedToRetrieveImagePullSecret` event, as upstream.
+    async fn pull_credentials(&self, image: &str) -> Vec<c::AuthConfig> {
+        let spec = pod_spec(&self.pod);
+        let ns = meta(&self.pod).0.to_string();
+        let mut names: Vec<String> = spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            let sa = spec
+                .service_account_name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into());
+            let api: Api<ServiceAccount> = Api::namespaced(self.agent.client.clone(), &ns);
+            if let Ok(Some(sa)) = api.get_opt(&sa).await {
+                names = sa
+                    .image_pull_secrets
+                    .iter()
+                    .flatten()
+                    .map(|r| r.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+            }
+        }
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let api: Api<Secret> = Api::namespaced(self.agent.client.clone(), &ns);
+        let mut entries = Vec::new();
+        let mut missing = Vec::new();
+        for n in &names {
+            match api.get_opt(n).await {
+                Ok(Some(s)) => match credentials::secret_entries(&s) {
+                    Ok(e) => entries.extend(e),
+                    Err(msg) => {
+                        tracing::warn!(pod = %self.key(), secret = %n, error = %msg, "unusable image pull secret");
+                        missing.push(n.clone());
+                    }
+                },
+                Ok(None) => missing.push(n.clone()),
+                Err(e) => {
+                    tracing::warn!(pod = %self.key(), secret = %n, error = %e, "reading an image pull secret failed");
+                    missing.push(n.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.event(
+                EventType::Warning,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    missing.join(", ")
+                ),
+            )
+            .await;
+        }
+        credentials::lookup(&entries, image)
+    }
+
+    /// A registry on a loopback address is plain HTTP (as Docker treats
+    /// 127.0.0.0/8): its `hosts.toml` is written the first time an image
+    /// is pulled from it, when the agent runs its own containerd (which
+    /// reads the hosts directory at every pull).
+    fn ensure_loopback_registry(&self, host: &str) {
+        if self.agent.config.container_runtime_endpoint.is_some() {
+            return;
+        }
+        let paths = containerd::ContainerdPaths::under(&self.agent.config.agent_dir());
+        let file = paths.certs_d.join(host).join("hosts.toml");
+        if file.exists() {
+            return;
+        }
+        if let Some(text) = containerd::hosts_files(&self.agent.registries, &[host]).remove(host)
+        {
+            let r = std::fs::create_dir_all(file.parent().unwrap_or(&paths.certs_d))
+                .and_then(|_| std::fs::write(&file, text));
+            match r {
+                Ok(()) => tracing::info!(registry = host, "plain-HTTP loopback registry configured"),
+                Err(e) => tracing::warn!(registry = host, error = %e, "writing hosts.toml failed"),
             }
         }
     }
@@ -1245,7 +1424,10 @@ impl Worker {
             .map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
         let pod_dir = self.agent.config.pod_dir(&self.uid);
         let vols = match volumes::prepare(&self.agent.client, &self.pod, &pod_dir).await {
-            Ok(v) => v,
+            Ok(v) => {
+                self.last_volume_sync = Some(std::time::Instant::now());
+                v
+            }
             Err(m) => {
                 self.event(
                     EventType::Warning,
@@ -1319,6 +1501,46 @@ impl Worker {
             format!("Started container {}", ct.name),
         )
         .await;
+        if let Some(post) = ct.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let target = HookTarget {
+                cri: cri.clone(),
+                container_id: id.clone(),
+                pod_ip: pod_ip.to_string(),
+            };
+            let r = tokio::time::timeout(
+                hooks::POST_START_TIMEOUT,
+                hooks::run_handler(post, ct, &target),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the postStart hook did not finish in {} s",
+                    hooks::POST_START_TIMEOUT.as_secs()
+                ))
+            });
+            if let Err(msg) = r {
+                tracing::warn!(pod = %self.key(), container = %ct.name, error = %msg, "postStart hook failed");
+                // Upstream keeps the message out of the event (it may hold secrets).
+                self.event(
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    "PostStartHook failed".into(),
+                )
+                .await;
+                if let Err(e) = hooks::kill_container(
+                    &target,
+                    Some(ct),
+                    self.termination_grace(),
+                    "FailedPostStartHook".into(),
+                    &self.sink(),
+                )
+                .await
+                {
+                    tracing::warn!(pod = %self.key(), container = %ct.name, error = %e, "killing the container failed");
+                }
+                // Exited now: it restarts by its policy, with back-off.
+            }
+        }
         // Keep the newest two instances of this container (the current one
         // and the one lastState shows); remove older ones.
         if let Ok(list) = cri.list_containers(uid_filter(&self.uid)).await {
@@ -1396,24 +1618,61 @@ impl Worker {
             .unwrap_or(30)
             .max(0) as u64;
         tracing::info!(pod = %self.key(), grace, "stopping the pod");
-        for ct in pod_spec(&self.pod).containers.clone() {
-            let running = self
-                .agent
-                .cri
-                .list_containers(uid_filter(&self.uid))
-                .await?
-                .into_iter()
-                .any(|c| c.state == 1 && c.labels.get(CONTAINER_NAME_LABEL) == Some(&ct.name));
-            if running {
-                self.event(
-                    EventType::Normal,
-                    "Killing",
-                    format!("Stopping container {}", ct.name),
+        // Every running container at once, each with its preStop hook and
+        // the rest of the grace period (upstream's killContainersWithSyncResult).
+        let spec = pod_spec(&self.pod);
+        let specs: Vec<Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .cloned()
+            .collect();
+        let pod_ip = if spec.host_network.unwrap_or(false) {
+            self.agent.node_ip.to_string()
+        } else {
+            self.pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default()
+        };
+        let sink = self.sink();
+        let live: Vec<c::Container> = self
+            .agent
+            .cri
+            .list_containers(uid_filter(&self.uid))
+            .await?
+            .into_iter()
+            .filter(|c| c.state == 0 || c.state == 1)
+            .collect();
+        let kills = live.iter().map(|ct| {
+            let name = ct
+                .labels
+                .get(CONTAINER_NAME_LABEL)
+                .cloned()
+                .unwrap_or_default();
+            let spec = specs.iter().find(|s| s.name == name);
+            let target = HookTarget {
+                cri: self.agent.cri.clone(),
+                container_id: ct.id.clone(),
+                pod_ip: pod_ip.clone(),
+            };
+            let sink = &sink;
+            async move {
+                hooks::kill_container(
+                    &target,
+                    spec,
+                    grace as i64,
+                    format!("Stopping container {name}"),
+                    sink,
                 )
-                .await;
+                .await
             }
+        });
+        for r in futures::future::join_all(kills).await {
+            r?;
         }
-        stop_containers(&self.agent.cri, &self.uid, Duration::from_secs(grace)).await?;
         teardown(&self.agent, &self.uid, Duration::from_secs(0)).await?;
         let (ns, name, uid) = meta(&self.pod);
         let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), ns);

@@ -243,7 +243,7 @@ async fn check(p: &Probe, c: &Container, t: &Target, timeout: Duration) -> Resul
             .flatten()
             .map(|x| (x.name.clone(), x.value.clone()))
             .collect();
-        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await {
+        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers, PROBE_USER_AGENT)).await {
             Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
             Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
             Ok(Err(e)) => Err(format!("Get \"http://{host}:{port}{path}\": {e}")),
@@ -265,16 +265,22 @@ async fn check(p: &Probe, c: &Container, t: &Target, timeout: Duration) -> Resul
     Err("probe has no handler".into())
 }
 
-/// A plain HTTP/1.1 GET; returns the status code.
-async fn http_get(
+/// The user agents upstream's kubelet sends for probes and lifecycle hooks.
+pub(crate) const PROBE_USER_AGENT: &str = "kube-probe/1.33";
+pub(crate) const LIFECYCLE_USER_AGENT: &str = "kube-lifecycle/1.33";
+
+/// A plain HTTP/1.1 GET (probes and lifecycle hooks); returns the status code.
+pub(crate) async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    user_agent: &str,
 ) -> io::Result<u16> {
-    let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+    let addr = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let mut s = tokio::net::TcpStream::connect(&addr).await?;
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n"
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -325,11 +331,11 @@ mod tests {
             }
         });
         assert_eq!(
-            http_get("127.0.0.1", port, "/healthz", &[]).await.unwrap(),
+            http_get("127.0.0.1", port, "/healthz", &[], PROBE_USER_AGENT).await.unwrap(),
             200
         );
         assert_eq!(
-            http_get("127.0.0.1", port, "/other", &[]).await.unwrap(),
+            http_get("127.0.0.1", port, "/other", &[], PROBE_USER_AGENT).await.unwrap(),
             500
         );
         assert!(

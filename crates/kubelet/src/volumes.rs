@@ -2,7 +2,11 @@
 //! tmpfs for `medium: Memory`), hostPath (with its type checks), configMap,
 //! secret and downwardAPI (files written under the pod's dir), and the
 //! configMap/secret/downwardAPI sources of projected volumes. Each becomes
-//! a bind mount (CRI Mount) of the containers that mount it. Service
+//! a bind mount (CRI Mount) of the containers that mount it. The files of
+//! configMap, secret, downwardAPI and projected volumes are written as
+//! upstream's AtomicWriter does (a `..data` symlink swapped to a new
+//! timestamped directory), and [`prepare`] run again on a running pod
+//! updates them in place: the pod worker does so periodically. Service
 //! account tokens (projected `serviceAccountToken`) are not issued yet:
 //! such a source is skipped.
 
@@ -66,15 +70,108 @@ fn safe_rel(p: &str) -> bool {
     !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == "..")
 }
 
-fn write_all(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    for (rel, data, mode) in files {
+/// Where the current payload of an atomically written volume is (a symlink
+/// to a timestamped directory), as upstream's AtomicWriter names it.
+pub const DATA_DIR_LINK: &str = "..data";
+
+/// Writes the files of a configMap, secret, downwardAPI or projected volume
+/// the way upstream's AtomicWriter does, so that a running container sees an
+/// update all at once: the payload goes into a new `..<timestamp>` directory,
+/// the `..data` symlink is swapped to it with one rename, and every
+/// top-level name is a symlink through `..data`. Nothing is written when
+/// the payload is unchanged; returns whether it changed.
+fn write_all(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<bool, String> {
+    for (rel, _, _) in files {
         if !safe_rel(rel) {
             return Err(format!("invalid path {rel:?}"));
         }
-        write_file(&dir.join(rel), data, *mode).map_err(|e| format!("writing {rel}: {e}"))?;
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut wanted: Vec<(String, Vec<u8>, u32)> = files.to_vec();
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    wanted.dedup_by(|a, b| a.0 == b.0);
+    let data_link = dir.join(DATA_DIR_LINK);
+    let old_target = std::fs::read_link(&data_link).ok();
+    if old_target.is_some() && current_payload(&data_link) == wanted {
+        return Ok(false);
+    }
+    // The new payload.
+    let stamp = {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("..{}_{:09}", d.as_secs(), d.subsec_nanos())
+    };
+    let ts_dir = dir.join(&stamp);
+    std::fs::create_dir(&ts_dir).map_err(|e| format!("creating {}: {e}", ts_dir.display()))?;
+    for (rel, data, mode) in &wanted {
+        write_file(&ts_dir.join(rel), data, *mode).map_err(|e| format!("writing {rel}: {e}"))?;
+    }
+    // The swap: a fresh symlink renamed over `..data`.
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(|e| format!("symlink: {e}"))?;
+    std::fs::rename(&tmp_link, &data_link).map_err(|e| format!("renaming ..data: {e}"))?;
+    // User-visible names: a symlink each through `..data`; stale ones go.
+    let top: std::collections::BTreeSet<String> = wanted
+        .iter()
+        .filter_map(|(rel, _, _)| rel.split('/').next().map(String::from))
+        .collect();
+    for name in &top {
+        let link = dir.join(name);
+        let target = Path::new(DATA_DIR_LINK).join(name);
+        if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+            continue;
+        }
+        // A regular file or directory of the layout before (plain files).
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&link).map_err(|e| e.to_string())?,
+            Ok(_) => std::fs::remove_file(&link).map_err(|e| e.to_string())?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| format!("symlink {name}: {e}"))?;
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let p = e.path();
+        let stale = if name.starts_with("..") {
+            // Old payloads (and leftovers of an interrupted write).
+            name != DATA_DIR_LINK && name != stamp
+        } else {
+            !top.contains(&name)
+        };
+        if stale {
+            if p.is_dir() && !p.is_symlink() {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The payload `..data` points at: (relative path, content, mode), sorted.
+fn current_payload(data_link: &Path) -> Vec<(String, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(data_link.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else { continue };
+            if m.is_dir() {
+                stack.push((e.path(), rel));
+            } else if let Ok(data) = std::fs::read(e.path()) {
+                out.push((rel, data, m.permissions().mode() & 0o7777));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 fn downward_files(
@@ -251,9 +348,11 @@ pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result
             let mode = c.default_mode.unwrap_or(0o644) as u32;
             let d = dir("configmap");
             match cms.get_opt(&c.name).await.map_err(|e| e.to_string())? {
-                Some(cm) => write_all(&d, &key_files(&cm_data(&cm), &c.items, mode)?)?,
+                Some(cm) => {
+                    write_all(&d, &key_files(&cm_data(&cm), &c.items, mode)?)?;
+                }
                 None if c.optional.unwrap_or(false) => {
-                    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?
+                    write_all(&d, &[])?;
                 }
                 None => return Err(format!("configmap \"{}\" not found", c.name)),
             }
@@ -263,9 +362,11 @@ pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result
             let d = dir("secret");
             let name = s.secret_name.clone().unwrap_or_default();
             match secrets.get_opt(&name).await.map_err(|e| e.to_string())? {
-                Some(sec) => write_all(&d, &key_files(&secret_data(&sec), &s.items, mode)?)?,
+                Some(sec) => {
+                    write_all(&d, &key_files(&secret_data(&sec), &s.items, mode)?)?;
+                }
                 None if s.optional.unwrap_or(false) => {
-                    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?
+                    write_all(&d, &[])?;
                 }
                 None => return Err(format!("secret \"{name}\" not found")),
             }
@@ -390,6 +491,44 @@ mod tests {
         }]);
         assert!(key_files(&data, &bad, 0o644).is_err());
         assert!(!safe_rel("../x") && !safe_rel("/x") && safe_rel("a/b"));
+    }
+
+    #[test]
+    fn atomic_writer_swaps_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("cm");
+        let f = |v: &[(&str, &str)]| -> Vec<(String, Vec<u8>, u32)> {
+            v.iter().map(|(k, x)| (k.to_string(), x.as_bytes().to_vec(), 0o644)).collect()
+        };
+        assert!(write_all(&d, &f(&[("a", "1"), ("dir/b", "2")])).unwrap());
+        assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "1");
+        assert_eq!(std::fs::read_to_string(d.join("dir/b")).unwrap(), "2");
+        assert!(std::fs::symlink_metadata(d.join("a")).unwrap().is_symlink());
+        let first = std::fs::read_link(d.join(DATA_DIR_LINK)).unwrap();
+        // Unchanged: nothing written, same payload directory.
+        assert!(!write_all(&d, &f(&[("dir/b", "2"), ("a", "1")])).unwrap());
+        assert_eq!(std::fs::read_link(d.join(DATA_DIR_LINK)).unwrap(), first);
+        // Changed: new payload, `a` updated, `dir` gone, `c` new, old payload removed.
+        assert!(write_all(&d, &f(&[("a", "one"), ("c", "3")])).unwrap());
+        assert_eq!(std::fs::read_to_string(d.join("a")).unwrap(), "one");
+        assert_eq!(std::fs::read_to_string(d.join("c")).unwrap(), "3");
+        assert!(!d.join("dir").exists() && !d.join(&first).exists());
+        let names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}"); // a, c, ..data, ..<stamp>
+        // A mode change is a change.
+        let mut m = f(&[("a", "one"), ("c", "3")]);
+        m[0].2 = 0o600;
+        assert!(write_all(&d, &m).unwrap());
+        // The layout before (plain files) is replaced by links.
+        let old = tmp.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("a"), "x").unwrap();
+        assert!(write_all(&old, &f(&[("a", "y")])).unwrap());
+        assert_eq!(std::fs::read_to_string(old.join("a")).unwrap(), "y");
+        assert!(write_all(&old, &f(&[("../x", "y")])).is_err());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -43,6 +43,17 @@ const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 pub const CA_COMMON_NAME: &str = "tugboat-ca";
 pub const ADMIN_USER: &str = "system:admin";
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The group of node identities (`system:node:<name>`).
+pub const NODES_GROUP: &str = "system:nodes";
+/// The user name prefix of node identities.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// Where a kubelet asks the API server to sign its serving certificate
+/// (POST, JSON `{"nodeName", "csr"}` → `{"certificate", "ca"}`; k3s has the
+/// same kind of endpoint under `/v1-k3s/`).
+pub const KUBELET_SERVING_CERT_PATH: &str = "/v1-tugboat/serving-kubelet.crt";
+/// The API server's identity towards kubelets (upstream's
+/// `kube-apiserver-kubelet-client`, in `system:masters`).
+pub const APISERVER_KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
 
 /// The Kubernetes identity carried by a client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +106,7 @@ struct CertPair {
 pub struct ClusterPki {
     dir: PathBuf,
     ca_cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
     serving: CertPair,
     admin: CertPair,
     server_config: Arc<ServerConfig>,
@@ -146,7 +157,7 @@ impl ClusterPki {
         };
         // Rebuild the issuer from the certificate on disk so issued certs carry
         // its exact subject and key identifier.
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("loading CA issuer")?;
+        let issuer = Arc::new(Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("loading CA issuer")?);
 
         let serving = load_or_issue(
             dir,
@@ -223,6 +234,30 @@ impl ClusterPki {
         Ok(Arc::new(config))
     }
 
+    /// TLS config for the API server's connections to kubelets: trusts only
+    /// the cluster CA (a kubelet must present a serving certificate the CA
+    /// signed) and presents a client certificate issued now, in memory, to
+    /// `kube-apiserver-kubelet-client` in `system:masters`. ALPN offers
+    /// only `http/1.1`: exec, attach and port-forward are HTTP/1.1 upgrades.
+    pub fn kubelet_client_tls_config(&self) -> anyhow::Result<Arc<ClientConfig>> {
+        let (cert, key) = self.issue_client_cert(APISERVER_KUBELET_CLIENT, &[ADMIN_GROUP])?;
+        let mut config = ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(root_store(&self.ca_cert_pem)?)
+            .with_client_auth_cert(cert_chain(&cert)?, private_key(&key)?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// What signs kubelet serving certificates (a handle that can be kept
+    /// by the API server).
+    pub fn kubelet_signer(&self) -> KubeletSigner {
+        KubeletSigner {
+            issuer: self.issuer.clone(),
+            ca_cert_pem: self.ca_cert_pem.clone(),
+        }
+    }
+
     /// A kubeconfig for `system:admin` that kubectl can use as-is.
     pub fn admin_kubeconfig(&self, server_url: &str, cluster_name: &str) -> String {
         render_kubeconfig(
@@ -253,6 +288,105 @@ impl ClusterPki {
     pub fn admin_key_pem(&self) -> &str {
         &self.admin.key_pem
     }
+}
+
+/// Signs kubelet serving certificates with the cluster CA.
+#[derive(Clone)]
+pub struct KubeletSigner {
+    issuer: Arc<Issuer<'static, KeyPair>>,
+    ca_cert_pem: String,
+}
+
+impl fmt::Debug for KubeletSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeletSigner").finish_non_exhaustive()
+    }
+}
+
+impl KubeletSigner {
+    /// The CA certificate (PEM) the signed certificates chain to.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// Signs a kubelet's PKCS#10 request (PEM) for `node_name`: the request's
+    /// signature is checked (the node holds the key), its DNS and IP subject
+    /// alternative names are kept (at least one is needed; other kinds are
+    /// refused), and everything else is set here: subject
+    /// `CN=system:node:<node_name>, O=system:nodes`, server authentication
+    /// only, a year's validity. Returns the certificate (PEM).
+    pub fn sign_kubelet_serving(&self, csr_pem: &str, node_name: &str) -> anyhow::Result<String> {
+        if node_name.is_empty() {
+            bail!("a node name is required");
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| anyhow::anyhow!("invalid certificate signing request: {e}"))?;
+        let mut sans = Vec::new();
+        for san in &csr.params.subject_alt_names {
+            match san {
+                SanType::DnsName(_) | SanType::IpAddress(_) => sans.push(san.clone()),
+                other => bail!("subject alternative name {other:?} is not allowed in a kubelet serving certificate"),
+            }
+        }
+        if sans.is_empty() {
+            bail!("a kubelet serving certificate needs at least one DNS name or IP address");
+        }
+        let mut params = leaf_params(
+            CertificateParams::default(),
+            &format!("{NODE_USER_PREFIX}{node_name}"),
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, NODES_GROUP);
+        params.subject_alt_names = sans;
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(self.issuer.as_ref())
+        .context("signing the kubelet serving certificate")?;
+        Ok(signed.pem())
+    }
+}
+
+/// A fresh private key and a PKCS#10 request for a kubelet serving
+/// certificate covering `sans` (what a node sends to be signed by
+/// [`KubeletSigner::sign_kubelet_serving`]). Returns `(csr_pem, key_pem)`.
+pub fn kubelet_serving_request(node_name: &str, sans: &ServingSans) -> anyhow::Result<(String, String)> {
+    let mut params =
+        CertificateParams::new(sans.to_strings()).context("invalid subject alternative name")?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{NODE_USER_PREFIX}{node_name}"));
+    let key = KeyPair::generate()?;
+    let csr = params
+        .serialize_request(&key)
+        .context("creating the certificate signing request")?;
+    Ok((csr.pem()?, key.serialize_pem()))
+}
+
+/// TLS config for a kubelet's HTTPS server: `cert_pem`/`key_pem` as the
+/// serving certificate, and a client certificate chaining to `ca_pem`
+/// required from every client (the handshake fails without one). ALPN
+/// `http/1.1`.
+pub fn mutual_tls_server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = crypto_provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(root_store(ca_pem)?, provider.clone())
+        .build()
+        .context("building client certificate verifier")?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cert_chain(cert_pem)?, private_key(key_pem)?)
+        .context("loading serving certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -512,3 +512,93 @@ fn cluster_pki_is_send_and_sync() {
     fn check<T: Send + Sync + 'static>() {}
     check::<ClusterPki>();
 }
+
+/// A kubelet's serving certificate: requested by the node (its key never
+/// leaves it), signed by the cluster CA; the kubelet's server then requires a
+/// CA-signed client certificate, and the API server's kubelet client
+/// verifies the kubelet by the CA and the address it dialled.
+#[tokio::test]
+async fn kubelet_serving_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let pki = ClusterPki::load_or_create(dir.path(), &sans()).unwrap();
+    let other = ClusterPki::load_or_create(other_dir.path(), &sans()).unwrap();
+    let signer = pki.kubelet_signer();
+    assert_eq!(signer.ca_cert_pem(), pki.ca_cert_pem());
+
+    let mut node_sans = ServingSans::default();
+    node_sans.push("node-1");
+    node_sans.push("192.0.2.7");
+    let (csr, key) = tug_pki::kubelet_serving_request("node-1", &node_sans).unwrap();
+    let cert = signer.sign_kubelet_serving(&csr, "node-1").unwrap();
+    assert_eq!(
+        cert_sans(&cert),
+        (vec!["node-1".to_string()], vec!["192.0.2.7".parse().unwrap()])
+    );
+    assert_eq!(
+        identity_from_cert(&der(&cert)),
+        Some(PeerIdentity {
+            user: "system:node:node-1".into(),
+            groups: vec!["system:nodes".into()]
+        })
+    );
+    // Garbage, a tampered request and a request without names are refused.
+    assert!(signer.sign_kubelet_serving("not a csr", "node-1").is_err());
+    let (csr_none, _) = tug_pki::kubelet_serving_request("node-1", &ServingSans::default()).unwrap();
+    assert!(signer.sign_kubelet_serving(&csr_none, "node-1").is_err());
+    assert!(signer.sign_kubelet_serving(&csr, "").is_err());
+    let mut tampered = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let n = tampered.len();
+    tampered[n - 5] ^= 0x55;
+    let tampered_pem = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&tampered)
+    );
+    assert!(signer.sign_kubelet_serving(&tampered_pem, "node-1").is_err());
+
+    let server = tug_pki::mutual_tls_server_config(pki.ca_cert_pem(), &cert, &key).unwrap();
+    let connect = |client: Arc<rustls::ClientConfig>, server: Arc<ServerConfig>, name: &'static str| async move {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from(name).unwrap();
+        let (client_res, server_res) = tokio::join!(
+            TlsConnector::from(client).connect(name, c),
+            TlsAcceptor::from(server).accept(s)
+        );
+        match (client_res, server_res) {
+            (Ok(mut c), Ok(mut s)) => {
+                // A round trip proves both sides completed the handshake.
+                c.write_all(b"x").await.unwrap();
+                c.flush().await.unwrap();
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                let (_, conn) = s.get_ref();
+                Ok(conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| identity_from_cert(c)))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    };
+    let apiserver = pki.kubelet_client_tls_config().unwrap();
+    assert_eq!(apiserver.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    let who = connect(apiserver.clone(), server.clone(), "192.0.2.7").await.unwrap().unwrap();
+    assert_eq!(who.user, "kube-apiserver-kubelet-client");
+    assert_eq!(who.groups, vec!["system:masters".to_string()]);
+    // The kubelet's certificate does not cover another address.
+    assert!(connect(apiserver.clone(), server.clone(), "192.0.2.8").await.is_err());
+    // No client certificate, or one from another CA: refused.
+    assert!(connect(pki.client_tls_config(None).unwrap(), server.clone(), "192.0.2.7").await.is_err());
+    let foreign = pki
+        .client_tls_config(Some((other.admin_cert_pem(), other.admin_key_pem())))
+        .unwrap();
+    assert!(connect(foreign, server.clone(), "192.0.2.7").await.is_err());
+    // A kubelet signed by another CA is not trusted by the API server.
+    let (csr2, key2) = tug_pki::kubelet_serving_request("node-1", &node_sans).unwrap();
+    let cert2 = other.kubelet_signer().sign_kubelet_serving(&csr2, "node-1").unwrap();
+    let impostor = tug_pki::mutual_tls_server_config(pki.ca_cert_pem(), &cert2, &key2).unwrap();
+    assert!(connect(apiserver, impostor, "192.0.2.7").await.is_err());
+}

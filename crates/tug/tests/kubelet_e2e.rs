@@ -10,7 +10,18 @@
 //! - a missing image gives ErrImagePull, then ImagePullBackOff, with events;
 //! - a crashing container reaches CrashLoopBackOff with restartCount > 0;
 //! - a memory hog over its limit is OOMKilled;
-//! - deleting pods removes their containers, network namespaces and cgroups.
+//! - deleting pods removes their containers, network namespaces and cgroups;
+//! - (`hooks_pull_secrets_and_volume_updates`) postStart hooks (exec,
+//!   httpGet) run and a failing one restarts the container; preStop hooks
+//!   (exec, httpGet, sleep) run on deletion within the grace period, then
+//!   SIGTERM and SIGKILL at its end (2 s after an overrunning hook);
+//!   imagePullSecrets (dockerconfigjson from the pod, legacy dockercfg from
+//!   its ServiceAccount) pull from a registry with basic auth, which refuses
+//!   a pod without them; a configMap volume is updated in the running container;
+//! - (`streaming_through_the_api_server`) `kubectl logs` (-c, --tail,
+//!   --timestamps, --limit-bytes, --previous, -f), `exec` (exit codes,
+//!   stdin), `attach -i` and `port-forward`, with kubectl 1.32 and 1.29,
+//!   through the API server and the kubelet's HTTPS server, and their errors.
 //!
 //! Needs root and the packages of scripts/setup.sh (containerd, runc, CNI
 //! plugins, docker-registry, skopeo, umoci, busybox-static); skipped with a
@@ -29,6 +40,13 @@ use tug_testkit::node::{NodeCleanup, TestRegistry, containers_available, leftove
 use tug_testkit::{Backend, TugServer};
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// The node tests share names derived from the process id (bridge, cgroup
+/// root, pod CIDR): they run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -120,6 +138,8 @@ struct Node {
     cgroup_root: String,
     state_dir: PathBuf,
     containerd_socket: PathBuf,
+    /// The kubelet server's port (`--kubelet-arg port=`).
+    kubelet_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -157,6 +177,7 @@ impl Node {
         .unwrap();
         let data_dir = dir.path().join("node");
         let name = format!("tug-e2e-{pid}");
+        let kubelet_port = tug_testkit::free_port();
         let args: Vec<String> = [
             "--kubeconfig",
             &server.kubeconfig.to_string_lossy(),
@@ -181,6 +202,8 @@ impl Node {
             "eviction-hard=memory.available<1Mi,nodefs.available<1Mi",
             "--kubelet-arg",
             &format!("pod-cidr=10.{}.255.0/24", 150 + pid % 50),
+            "--kubelet-arg",
+            &format!("port={kubelet_port}"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -196,6 +219,7 @@ impl Node {
             cgroup_root,
             state_dir: agent_dir.join("containerd/state"),
             containerd_socket: agent_dir.join("containerd/containerd.sock"),
+            kubelet_port,
             _dir: dir,
         }
     }
@@ -343,6 +367,7 @@ fn pods_run_in_real_containers() {
         eprintln!("skipping the kubelet end-to-end test: {why}");
         return;
     }
+    let _serial = serial();
     let mut node = Node::start();
     let image = node.registry.busybox();
 
@@ -650,21 +675,23 @@ spec:
     };
     assert!(tmpfs_mounted(), "the memory-backed emptyDir is not a tmpfs");
 
-    // A readiness probe gates Ready: Running but not Ready until it passes.
-    let p = node.wait_for("ready-later to be Running", WAIT, || {
+    // A readiness probe gates Ready: the container runs for 8 s before the
+    // probe can pass, so Ready turns True at least 7 s (the timestamps have
+    // one-second resolution) after the container started. Judged from the
+    // timestamps, because on a loaded machine the earlier steps can take
+    // longer than 8 s and the pod is already Ready when first looked at.
+    let p = node.wait_for("ready-later to become Ready", WAIT, || {
         let p = node.pod("ready-later");
-        (p["status"]["phase"] == "Running").then_some(p)
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
     });
-    assert_eq!(
-        condition(&p, "Ready").as_deref(),
-        Some("False"),
-        "Ready before the probe passed: {p}"
+    let ts = |v: &Value| v.as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok()).unwrap_or_else(|| panic!("timestamp {v}: {p}"));
+    let started = ts(&container_status(&p, "c").unwrap()["state"]["running"]["startedAt"]);
+    let ready_at = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").map(|c| ts(&c["lastTransitionTime"])).unwrap();
+    assert!(
+        ready_at.duration_since(started) >= jiff::SignedDuration::from_secs(7),
+        "Ready {ready_at} only {:?} after the container started {started}, before the probe could pass: {p}",
+        ready_at.duration_since(started)
     );
-    assert_eq!(container_status(&p, "c").unwrap()["ready"], false);
-    node.wait_for("ready-later to become Ready", WAIT, || {
-        let p = node.pod("ready-later");
-        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
-    });
 
     // A failing liveness probe restarts the container.
     node.wait_for("unhealthy to be restarted", WAIT, || {
@@ -820,4 +847,867 @@ spec:
         .filter(|p| p.to_string_lossy().contains("/pod"))
         .collect();
     assert!(cgroups.is_empty(), "pod cgroups left: {cgroups:?}");
+}
+
+/// A docker-registry with htpasswd basic auth (user `puller`, password
+/// `tug-secret`) on a loopback port, killed on drop.
+struct AuthRegistry {
+    addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// bcrypt of `tug-secret` (docker-registry's htpasswd takes bcrypt only).
+const PULLER_HTPASSWD: &str = "puller:$2b$05$vCbIns5ItnQnUZRRy1zmOOWvoRtX5D5OBfSxvwoCZPHQotLa4nb1m";
+
+impl AuthRegistry {
+    /// Starts it and copies `source` (an image of the open test registry)
+    /// into it as `private/busybox:v1`.
+    fn start(source: &str) -> AuthRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("tug-auth-registry-")
+            .tempdir()
+            .expect("temp dir");
+        let addr = format!("127.0.0.1:{}", tug_testkit::free_port());
+        std::fs::write(dir.path().join("htpasswd"), format!("{PULLER_HTPASSWD}\n")).unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {0}/data\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: tug-test\n    path: {0}/htpasswd\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry");
+        let r = AuthRegistry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Up when /v2/ answers (401 without credentials).
+        while http_get(&r.addr, "/v2/").is_err() {
+            assert!(Instant::now() < deadline, "the auth registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let unauth = http_get(&r.addr, "/v2/").unwrap();
+        assert!(unauth.contains(" 401 "), "the registry does not ask for auth: {unauth}");
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "puller:tug-secret",
+                &format!("docker://{source}"),
+                &format!("docker://{}", r.image()),
+            ])
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "pushing to the auth registry failed: {}",
+            text(&out.stderr)
+        );
+        r
+    }
+
+    fn image(&self) -> String {
+        format!("{}/private/busybox:v1", self.addr)
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Request paths received on a loopback port (what httpGet hooks hit).
+fn hook_listener() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 1024];
+            let n = c.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(path) = req.split_whitespace().nth(1) {
+                s2.lock().unwrap().push(path.to_string());
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+fn events_of(node: &Node, pod: &str) -> String {
+    node.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "json",
+    ])
+}
+
+/// Lifecycle hooks (postStart and preStop: exec, httpGet, sleep; the grace
+/// period accounting), imagePullSecrets against a registry with basic auth
+/// (from the pod and from its ServiceAccount), and a configMap volume
+/// updated in a running container.
+#[test]
+fn hooks_pull_secrets_and_volume_updates() {
+    if let Err(why) = containers_available() {
+        eprintln!("skipping the kubelet end-to-end test: {why}");
+        return;
+    }
+    let _serial = serial();
+    let node = Node::start();
+    let image = node.registry.busybox();
+    let auth = AuthRegistry::start(&image);
+    let private = auth.image();
+    let host_dir = tempfile::Builder::new()
+        .prefix("tug-hooks-")
+        .tempdir()
+        .expect("temp dir");
+    let hooks = host_dir.path().to_string_lossy().into_owned();
+    let (hook_port, hook_requests) = hook_listener();
+    let read = |f: &str| std::fs::read_to_string(host_dir.path().join(f)).unwrap_or_default();
+
+    node.wait_for("the node to be Ready", WAIT, || {
+        let n: Value = serde_json::from_slice(
+            &node.server.kubectl(&["get", "node", &node.name, "-o", "json"]).stdout,
+        )
+        .ok()?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    });
+
+    node.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: hooks, hostPath: {{path: "{hooks}", type: DirectoryOrCreate}}}}]
+  containers:
+  - name: c
+    image: {image}
+    command: ["sh", "-c", "trap 'echo term >> /hooks/log' TERM; echo main >> /hooks/log; while true; do sleep 1; done"]
+    volumeMounts: [{{name: hooks, mountPath: /hooks}}]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "echo poststart >> /hooks/log"]}}}}
+      preStop: {{exec: {{command: ["sh", "-c", "echo prestop-begin >> /hooks/log; sleep 3; echo prestop-end >> /hooks/log"]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks-overrun}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: hooks, hostPath: {{path: "{hooks}"}}}}]
+  containers:
+  - name: c
+    image: {image}
+    command: ["sh", "-c", "trap 'echo term >> /hooks/overrun' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{{name: hooks, mountPath: /hooks}}]
+    lifecycle:
+      preStop: {{sleep: {{seconds: 60}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks-http}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: c
+    image: {image}
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {{httpGet: {{host: 127.0.0.1, port: {hook_port}, path: /post-start}}}}
+      preStop: {{httpGet: {{host: 127.0.0.1, port: {hook_port}, path: /pre-stop}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: poststart-fails}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {image}
+    command: ["sleep", "3600"]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "exit 7"]}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: live}}
+data: {{greeting: v1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: cm-live}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes:
+  - {{name: cfg, configMap: {{name: live}}}}
+  - {{name: out, hostPath: {{path: "{hooks}"}}}}
+  containers:
+  - name: c
+    image: {image}
+    command: ["sh", "-c", "while true; do cat /cfg/greeting > /out/cm.tmp; mv /out/cm.tmp /out/cm-seen; sleep 0.5; done"]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}, {{name: out, mountPath: /out}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: regcred}}
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{{"auths": {{"{registry}": {{"username": "puller", "password": "tug-secret"}}}}}}'
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: legacy-regcred}}
+type: kubernetes.io/dockercfg
+stringData:
+  .dockercfg: '{{"http://{registry}": {{"auth": "cHVsbGVyOnR1Zy1zZWNyZXQ=", "email": "x@example.com"}}}}'
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: puller}}
+imagePullSecrets: [{{name: legacy-regcred}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: private-nosecret}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: "{private}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: private}}
+spec:
+  terminationGracePeriodSeconds: 0
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - {{name: c, image: "{private}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: private-sa}}
+spec:
+  terminationGracePeriodSeconds: 0
+  serviceAccountName: puller
+  containers:
+  - {{name: c, image: "{private}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+"#,
+        registry = auth.addr
+    ));
+    let running = |name: &str| {
+        node.wait_for(&format!("{name} to be Running"), WAIT, || {
+            let p = node.pod(name);
+            (p["status"]["phase"] == "Running"
+                && container_status(&p, "c")?["state"]["running"].is_object())
+            .then_some(p)
+        })
+    };
+
+    // postStart: exec (its line in the log) and httpGet (seen by our listener).
+    running("hooks");
+    node.wait_for("the exec postStart hook's effect", Duration::from_secs(20), || {
+        read("log").lines().any(|l| l == "poststart").then_some(())
+    });
+    assert!(read("log").lines().any(|l| l == "main"), "{}", read("log"));
+    running("hooks-http");
+    node.wait_for("the httpGet postStart hook", Duration::from_secs(20), || {
+        hook_requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/post-start")
+            .then_some(())
+    });
+    assert!(
+        !hook_requests.lock().unwrap().iter().any(|p| p == "/pre-stop"),
+        "preStop ran before deletion"
+    );
+    running("hooks-overrun");
+
+    // A failing postStart kills the container, which restarts.
+    node.wait_for("poststart-fails to be restarted", WAIT, || {
+        let p = node.pod("poststart-fails");
+        (container_status(&p, "c")?["restartCount"].as_i64()? >= 1).then_some(())
+    });
+    let ev = events_of(&node, "poststart-fails");
+    assert!(ev.contains("FailedPostStartHook"), "{ev}");
+    assert!(ev.contains("Killing"), "{ev}");
+
+    // imagePullSecrets: without them the pull is refused; with them (from
+    // the pod or from its ServiceAccount) the pod runs.
+    running("private");
+    running("private-sa");
+    node.wait_for("private-nosecret to fail its pull", WAIT, || {
+        let p = node.pod("private-nosecret");
+        let c = container_status(&p, "c")?;
+        let reason = c["state"]["waiting"]["reason"].as_str()?;
+        assert_eq!(p["status"]["phase"], "Pending", "{p}");
+        (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(())
+    });
+    let ev = events_of(&node, "private-nosecret");
+    assert!(ev.contains("Failed to pull image"), "{ev}");
+
+    // A configMap volume follows its object in the running container.
+    node.wait_for("the configMap's first value in the container", WAIT, || {
+        (read("cm-seen").trim() == "v1").then_some(())
+    });
+    let cm_pod = node.pod("cm-live");
+    let t0 = Instant::now();
+    node.kubectl(&["patch", "configmap", "live", "-p", r#"{"data":{"greeting":"v2"}}"#]);
+    node.wait_for("the configMap update in the container", Duration::from_secs(45), || {
+        (read("cm-seen").trim() == "v2").then_some(())
+    });
+    eprintln!("configMap update seen in the container after {:?}", t0.elapsed());
+    let after = node.pod("cm-live");
+    assert_eq!(
+        container_status(&cm_pod, "c").unwrap()["containerID"],
+        container_status(&after, "c").unwrap()["containerID"],
+        "the container was restarted instead of updated in place"
+    );
+
+    // preStop on deletion, within the grace period.
+    let pods = ["hooks", "hooks-overrun", "hooks-http"];
+    let t0 = Instant::now();
+    let mut args = vec!["delete", "pod", "--wait=false"];
+    args.extend(pods);
+    node.kubectl(&args);
+    let mut gone: std::collections::HashMap<&str, Duration> = Default::default();
+    while gone.len() < pods.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "pods not deleted: {gone:?}\n{}",
+            node.logs()
+        );
+        let list: Value = serde_json::from_str(&node.kubectl(&["get", "pods", "-o", "json"])).unwrap();
+        for p in pods {
+            let present = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["metadata"]["name"] == p);
+            if !present {
+                gone.entry(p).or_insert_with(|| t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("deleted after: {gone:?}");
+    // hooks: a 3 s preStop out of 5 s, then 2 s from SIGTERM (ignored) to SIGKILL.
+    let log = read("log");
+    let lines: Vec<&str> = log.lines().collect();
+    let pos = |w: &str| lines.iter().position(|l| *l == w);
+    let (b, e, t) = (pos("prestop-begin"), pos("prestop-end"), pos("term"));
+    assert!(
+        b.is_some() && e.is_some() && t.is_some() && b < e && e < t,
+        "expected prestop-begin, prestop-end, then SIGTERM: {log}"
+    );
+    let d = gone["hooks"];
+    assert!(
+        d >= Duration::from_millis(4500) && d <= Duration::from_millis(7500),
+        "hooks: killed {d:?} after the delete; the grace period is 5 s, preStop included"
+    );
+    // hooks-overrun: the 60 s preStop is cut at the 2 s grace period, then
+    // SIGTERM and 2 s more (upstream's minimum) before SIGKILL.
+    let d = gone["hooks-overrun"];
+    assert!(
+        d >= Duration::from_millis(3500) && d <= Duration::from_millis(6500),
+        "hooks-overrun: killed {d:?} after the delete, expected about 4 s"
+    );
+    assert!(read("overrun").contains("term"), "hooks-overrun never got SIGTERM");
+    // hooks-http: the httpGet preStop reached us; `sleep` ignores SIGTERM,
+    // so SIGKILL came at the 3 s grace period.
+    assert!(
+        hook_requests.lock().unwrap().iter().any(|p| p == "/pre-stop"),
+        "the httpGet preStop hook never came"
+    );
+    let d = gone["hooks-http"];
+    assert!(
+        d >= Duration::from_millis(2500) && d <= Duration::from_millis(5500),
+        "hooks-http: killed {d:?} after the delete, expected about 3 s"
+    );
+    let ev = events_of(&node, "hooks");
+    assert!(ev.contains("Stopping container c"), "{ev}");
+}
+
+/// Runs `cmd` with `input` on its stdin; returns (stdout, stderr, exit code).
+fn run_with_input(mut cmd: Command, input: &str) -> (String, String, Option<i32>) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (text(&out.stdout), text(&out.stderr), out.status.code())
+}
+
+/// A long-running command whose stdout lines arrive on a channel; killed on drop.
+struct Streaming {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    fn spawn(mut cmd: Command) -> Streaming {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning kubectl");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Streaming { child, lines }
+    }
+
+    /// The first line (read within `timeout`) for which `f` gives `Some`.
+    fn find<T>(&self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(t) = f(&l) {
+                        return Some(t);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `tick-N` number of a log line.
+fn tick(line: &str) -> Option<u64> {
+    line.trim().strip_prefix("tick-")?.parse().ok()
+}
+
+/// Streams through the API server and the kubelet's HTTPS server down to
+/// containerd's streaming server, with the real kubectl (1.32: WebSocket
+/// first, falling back to SPDY; and an older one speaking SPDY only):
+/// `kubectl logs` (a container, --tail, --timestamps, --limit-bytes,
+/// --previous, -f receiving a line written after it started), `kubectl
+/// exec` (stdout, stderr, the exit code, stdin), `kubectl attach` with
+/// stdin, `kubectl port-forward` carrying HTTP; upstream's errors (no
+/// container name, unknown pod, unknown container, unscheduled pod, a
+/// container not started yet, invalid log options); and the kubelet's TLS
+/// (a CA-signed serving certificate, client certificates required).
+#[test]
+fn streaming_through_the_api_server() {
+    if let Err(why) = containers_available() {
+        eprintln!("skipping the kubelet end-to-end test: {why}");
+        return;
+    }
+    let _serial = serial();
+    let node = Node::start();
+    let image = node.registry.busybox();
+    node.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: talker}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: ticker
+    image: {image}
+    command: ["sh", "-c", "echo first; echo to-stderr >&2; i=0; while true; do echo tick-$i; i=$((i+1)); sleep 1; done"]
+  - name: echo
+    image: {image}
+    stdin: true
+    command: ["sh", "-c", "httpd -p 8080 -h /var/www; while read l; do echo echo:$l; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: restarted}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes: [{{name: d, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    image: {image}
+    volumeMounts: [{{name: d, mountPath: /d}}]
+    command: ["sh", "-c", "n=$(ls /d | wc -l); echo run-$n; touch /d/$n; [ $n -ge 1 ] || exit 1; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pending}}
+spec:
+  nodeSelector: {{no-such-label: x}}
+  containers: [{{name: c, image: {image}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: noimage}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{{name: c, image: "{registry}/does-not-exist:1"}}]
+"#,
+        registry = node.registry.addr
+    ));
+    node.wait_for("talker to be Ready", WAIT, || {
+        let p = node.pod("talker");
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    });
+    let fails = |args: &[&str]| -> String {
+        let out = node.server.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded: {}",
+            text(&out.stdout)
+        );
+        text(&out.stderr)
+    };
+
+    // The Node reports the kubelet's port; the kubelet serves HTTPS with a
+    // certificate of the cluster CA for the node's address and wants a
+    // CA-signed client certificate.
+    let port = node.kubectl(&[
+        "get",
+        "node",
+        &node.name,
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    assert_eq!(port, node.kubelet_port.to_string());
+    let tls = node.server.data_dir.join("tls");
+    let kubelet_url = format!("https://127.0.0.1:{}/pods", node.kubelet_port);
+    let curl = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(tls.join("ca.crt"));
+        if with_cert {
+            c.arg("--cert")
+                .arg(tls.join("admin.crt"))
+                .arg("--key")
+                .arg(tls.join("admin.key"));
+        }
+        c.arg(&kubelet_url).output().expect("curl")
+    };
+    let out = curl(true);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pods: Value = serde_json::from_slice(&out.stdout).expect("a PodList");
+    assert_eq!(pods["kind"], "PodList");
+    assert!(
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["metadata"]["name"] == "talker"),
+        "{pods}"
+    );
+    let out = curl(false);
+    assert!(
+        !out.status.success(),
+        "the kubelet answered a client without a certificate: {}",
+        text(&out.stdout)
+    );
+
+    // Logs: one container, both streams (stdout and stderr interleave as
+    // the runtime read its two pipes).
+    let logs = node.wait_for("talker to tick thrice", WAIT, || {
+        let l = node.kubectl(&["logs", "talker", "-c", "ticker"]);
+        l.contains("tick-2\n").then_some(l)
+    });
+    // Within one stream the order holds; across stdout and stderr it is
+    // whichever pipe the runtime read first.
+    let stdout_order: Vec<&str> = logs.lines().filter(|l| *l != "to-stderr").take(3).collect();
+    assert_eq!(stdout_order, ["first", "tick-0", "tick-1"], "{logs:?}");
+    assert!(logs.lines().any(|l| l == "to-stderr"), "stderr missing: {logs:?}");
+    let tail = node.kubectl(&["logs", "talker", "-c", "ticker", "--tail=2"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail:?}");
+    assert!(lines.iter().all(|l| tick(l).is_some()), "{tail:?}");
+    let stamped = node.kubectl(&["logs", "talker", "-c", "ticker", "--timestamps", "--tail=1"]);
+    let (ts, rest) = stamped.trim().split_once(' ').expect("a timestamp");
+    assert!(
+        ts.len() > 20 && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T',
+        "{stamped:?}"
+    );
+    assert!(tick(rest).is_some(), "{stamped:?}");
+    assert_eq!(
+        node.kubectl(&["logs", "talker", "-c", "ticker", "--limit-bytes=3"]),
+        "fir"
+    );
+
+    // logs -f: a line written after kubectl started arrives while it runs.
+    let last_before = tick(
+        node.kubectl(&["logs", "talker", "-c", "ticker", "--tail=1"])
+            .trim(),
+    )
+    .expect("a tick");
+    let follow = Streaming::spawn(node.server.kubectl_cmd(&[
+        "logs", "-f", "talker", "-c", "ticker", "--tail=1",
+    ]));
+    let later = follow.find(Duration::from_secs(15), |l| {
+        tick(l).filter(|n| *n >= last_before + 2)
+    });
+    assert!(
+        later.is_some(),
+        "kubectl logs -f did not stream a line newer than tick-{last_before}"
+    );
+    drop(follow);
+
+    // --since: by the runtime's timestamps.
+    let since = node.kubectl(&["logs", "talker", "-c", "ticker", "--since=1h"]);
+    assert!(since.starts_with("first\n"), "{since:?}");
+    let future = node.kubectl(&[
+        "logs",
+        "talker",
+        "-c",
+        "ticker",
+        "--since-time=2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(future, "");
+
+    // logs -f ends when the container does, with everything it wrote.
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: short}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: {image}, command: [sh, -c, 'echo one; sleep 5; echo two']}}\n"
+    ));
+    node.wait_for("short to run", WAIT, || {
+        (node.pod("short")["status"]["phase"] != "Pending").then_some(())
+    });
+    let started = Instant::now();
+    let mut follow = node
+        .server
+        .kubectl_cmd(&["logs", "-f", "short"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    let exited = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = follow.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut followed = String::new();
+    follow
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut followed)
+        .unwrap();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "kubectl logs -f did not end with the container ({exited:?}): {followed:?}"
+    );
+    assert_eq!(followed, "one\ntwo\n");
+
+    // --previous: the instance before the restart.
+    node.wait_for("restarted to run its second instance", WAIT, || {
+        let p = node.pod("restarted");
+        let c = container_status(&p, "c")?;
+        (c["state"]["running"].is_object() && c["restartCount"] == 1).then_some(())
+    });
+    assert_eq!(node.kubectl(&["logs", "restarted"]), "run-1\n");
+    assert_eq!(node.kubectl(&["logs", "restarted", "--previous"]), "run-0\n");
+    let e = fails(&["logs", "talker", "-c", "ticker", "--previous"]);
+    assert!(
+        e.contains("previous terminated container \"ticker\" in pod \"talker\" not found"),
+        "{e}"
+    );
+
+    // Errors, in upstream's words.
+    let e = fails(&["get", "--raw", "/api/v1/namespaces/default/pods/talker/log"]);
+    assert!(
+        e.contains("a container name must be specified for pod talker, choose one of: [ticker echo]"),
+        "{e}"
+    );
+    let e = fails(&["logs", "no-such-pod"]);
+    assert!(e.contains("pods \"no-such-pod\" not found"), "{e}");
+    let e = fails(&["get", "--raw", "/api/v1/namespaces/default/pods/talker/log?container=nope"]);
+    assert!(e.contains("container nope is not valid for pod talker"), "{e}");
+    let e = fails(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/talker/log?container=ticker&tailLines=-3",
+    ]);
+    assert!(e.contains("must be greater than or equal to 0"), "{e}");
+    let e = fails(&["exec", "pending", "--", "true"]);
+    assert!(e.contains("pod pending does not have a host assigned"), "{e}");
+    node.wait_for("noimage to fail pulling", WAIT, || {
+        let p = node.pod("noimage");
+        container_status(&p, "c")?["state"]["waiting"]["reason"]
+            .as_str()
+            .filter(|r| r.contains("Image"))
+            .map(|_| ())
+    });
+    let e = fails(&["logs", "noimage"]);
+    assert!(
+        e.contains("container \"c\" in pod \"noimage\" is waiting to start"),
+        "{e}"
+    );
+    let e = fails(&["exec", "noimage", "--", "true"]);
+    assert!(e.contains("container not found (\"c\")"), "{e}");
+
+    // exec: stdout and stderr apart, the exit code, stdin to EOF.
+    let kubectls: Vec<(String, PathBuf)> = {
+        let mut k = vec![("kubectl".to_string(), tug_testkit::kubectl_binary())];
+        let old = PathBuf::from("/usr/lib/google-cloud-sdk/bin/kubectl.1.29");
+        if old.exists() {
+            k.push(("kubectl 1.29".to_string(), old));
+        } else {
+            eprintln!("{} is missing: only the default kubectl is tested", old.display());
+        }
+        k
+    };
+    let kubectl = |bin: &Path, args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.env("KUBECONFIG", &node.server.kubeconfig)
+            .env("HOME", node.server.data_dir.parent().unwrap())
+            .args(args);
+        c
+    };
+    for (which, bin) in &kubectls {
+        let (out, err, code) = run_with_input(
+            kubectl(bin, &["exec", "talker", "-c", "ticker", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"]),
+            "",
+        );
+        assert_eq!((out.as_str(), code), ("hi\n", Some(3)), "{which}: {err}");
+        assert!(err.contains("oops"), "{which}: {err}");
+        let (out, err, code) = run_with_input(
+            kubectl(bin, &["exec", "-i", "talker", "-c", "ticker", "--", "tr", "a-z", "A-Z"]),
+            "hello stdin\nsecond line\n",
+        );
+        assert_eq!(
+            (out.as_str(), code),
+            ("HELLO STDIN\nSECOND LINE\n", Some(0)),
+            "{which}: {err}"
+        );
+
+        // port-forward: HTTP to the pod's port 8080 through a local port.
+        let pf = Streaming::spawn(kubectl(bin, &["port-forward", "pod/talker", ":8080"]));
+        let local = pf
+            .find(Duration::from_secs(20), |l| {
+                l.strip_prefix("Forwarding from 127.0.0.1:")?
+                    .split_once(' ')
+                    .map(|(p, _)| p.to_string())
+            })
+            .unwrap_or_else(|| panic!("{which}: kubectl port-forward never listened\n{}", node.logs()));
+        for _ in 0..2 {
+            let body = http_get(&format!("127.0.0.1:{local}"), "/index.html")
+                .unwrap_or_else(|e| panic!("{which}: GET through port-forward: {e}"));
+            assert!(
+                body.starts_with("HTTP/1.") && body.contains("tugboat test image"),
+                "{which}: {body}"
+            );
+        }
+    }
+
+    // kubectl cp: tar over exec, binary data both ways.
+    let scratch = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(scratch.path().join("in.bin"), &payload).unwrap();
+    let src = scratch.path().join("in.bin").to_string_lossy().into_owned();
+    let back = scratch.path().join("back.bin").to_string_lossy().into_owned();
+    node.kubectl(&["cp", &src, "talker:/tmp/in.bin", "-c", "ticker"]);
+    node.kubectl(&["cp", "talker:/tmp/in.bin", &back, "-c", "ticker"]);
+    assert!(
+        std::fs::read(&back).unwrap() == payload,
+        "kubectl cp did not carry the file both ways unchanged"
+    );
+
+    // A WebSocket client that offers v4.channel.k8s.io besides v5 (kube-rs)
+    // gets it from containerd through the same proxies: the upgrade is not
+    // ours to negotiate.
+    let (out, status) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use tokio::io::AsyncReadExt;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(node.server.client().await, "default");
+        let ap = kube::api::AttachParams::default()
+            .container("ticker")
+            .stderr(false);
+        let mut p = pods
+            .exec("talker", ["sh", "-c", "echo over-websocket; exit 5"], &ap)
+            .await
+            .expect("exec over WebSocket");
+        let mut out = String::new();
+        p.stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        (out, p.take_status().unwrap().await)
+    });
+    assert_eq!(out, "over-websocket\n");
+    let status = status.expect("the exec's Status");
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"), "{status:?}");
+    let code = status
+        .details
+        .and_then(|d| d.causes)
+        .and_then(|c| c.into_iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|c| c.message);
+    assert_eq!(code.as_deref(), Some("5"));
+
+    // attach with stdin: what is typed reaches the container's process,
+    // and its output comes back.
+    let mut cmd = node
+        .server
+        .kubectl_cmd(&["attach", "-i", "talker", "-c", "echo"]);
+    cmd.stdin(Stdio::piped());
+    let mut attach = Streaming::spawn(cmd);
+    let mut input = attach.child.stdin.take().unwrap();
+    input.write_all(b"ahoy\n").unwrap();
+    input.flush().unwrap();
+    let echoed = attach.find(Duration::from_secs(20), |l| {
+        (l.trim() == "echo:ahoy").then_some(())
+    });
+    assert!(echoed.is_some(), "kubectl attach never echoed\n{}", node.logs());
+    drop(input);
 }
