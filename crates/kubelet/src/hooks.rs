@@ -248,6 +248,7 @@ pub async fn kill_container(
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn grace_accounting() {

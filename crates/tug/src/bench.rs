@@ -22,6 +22,7 @@ use hyper::{Method, StatusCode};
 mod client;
 mod cluster;
 mod density;
+mod pod_startup;
 mod procs;
 mod scheduler;
 
@@ -43,6 +44,10 @@ pub enum Which {
     /// Many hollow nodes and pods made by Deployments: time to all Running,
     /// API latency meanwhile, peak memory (upstream's density test).
     Density(density::DensityBenchArgs),
+    /// Real pods on the node agent (containerd, runc, CNI): create → Running
+    /// one after another and all at once, beside containerd's own floor,
+    /// and the agent's memory.
+    PodStartup(pod_startup::PodStartupBenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,6 +196,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Which::Density(a) => tokio::select! {
             r = density::run(a) => r,
             _ = cluster::interrupted() => bail!("interrupted; children killed and temp dirs removed"),
+        },
+        Which::PodStartup(a) => tokio::select! {
+            r = pod_startup::run(a) => r,
+            _ = cluster::interrupted() => bail!("interrupted; children killed, node cleaned and temp dirs removed"),
         },
     }
 }

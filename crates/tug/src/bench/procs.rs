@@ -62,6 +62,28 @@ impl ChildGuard {
     pub fn rss(&self) -> anyhow::Result<Rss> {
         read_rss(self.pid())
     }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `timeout` (for
+    /// children that clean up on SIGTERM, such as `tug agent` stopping its
+    /// containerd).
+    pub fn terminate(&mut self, timeout: Duration) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for ChildGuard {
@@ -263,4 +285,12 @@ pub fn start_component(
     let mut cmd = Command::new(tug_exe()?);
     cmd.arg(component).arg("--kubeconfig").arg(kubeconfig);
     ChildGuard::spawn(component, cmd, dir.join(format!("{component}.log")))
+}
+
+/// `tug agent ARGS` (the node agent in a process of its own, so that its
+/// memory shows apart); its log goes to `dir/agent.log`.
+pub fn start_agent(dir: &Path, args: &[String]) -> anyhow::Result<ChildGuard> {
+    let mut cmd = Command::new(tug_exe()?);
+    cmd.arg("agent").args(args);
+    ChildGuard::spawn("tug agent", cmd, dir.join("agent.log"))
 }
