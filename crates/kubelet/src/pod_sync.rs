@@ -32,7 +32,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -393,16 +393,7 @@ impl Worker {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let ev = KEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &self.pod.object_ref(&())).await {
-            tracing::debug!(pod = %self.key(), error = %e, "event not recorded");
-        }
+        self.sink().publish(type_, reason, note).await;
     }
 
     async fn sync(&mut self) -> anyhow::Result<Next> {
@@ -1231,13 +1222,10 @@ impl Worker {
     async fn pull_credentials(&self, image: &str) -> Vec<c::AuthConfig> {
         let spec = pod_spec(&self.pod);
         let ns = meta(&self.pod).0.to_string();
-        let mut names: Vec<String> = spec
-            .image_pull_secrets
-            .iter()
-            .flatten()
-            .map(|r| r.name.clone())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let secret_names = |refs: &Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>>| -> Vec<String> {
+            refs.iter().flatten().map(|r| r.name.clone()).filter(|n| !n.is_empty()).collect()
+        };
+        let mut names = secret_names(&spec.image_pull_secrets);
         if names.is_empty() {
             let sa = spec
                 .service_account_name
@@ -1246,13 +1234,7 @@ impl Worker {
                 .unwrap_or_else(|| "default".into());
             let api: Api<ServiceAccount> = Api::namespaced(self.agent.client.clone(), &ns);
             if let Ok(Some(sa)) = api.get_opt(&sa).await {
-                names = sa
-                    .image_pull_secrets
-                    .iter()
-                    .flatten()
-                    .map(|r| r.name.clone())
-                    .filter(|n| !n.is_empty())
-                    .collect();
+                names = secret_names(&sa.image_pull_secrets);
             }
         }
         if names.is_empty() {
