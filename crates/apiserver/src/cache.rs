@@ -62,7 +62,7 @@ impl WatchEventType {
 
 /// What label and field selectors read from one object, extracted once so
 /// that filtering never parses the object.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Selectable {
     labels: Option<Map<String, Value>>,
     /// The kind's selectable fields that have a non-empty value.
@@ -92,6 +92,51 @@ impl Selectable {
     }
 }
 
+/// The members of a JSON object in order, their values unparsed.
+struct RawMembers<'a>(Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for RawMembers<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = RawMembers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(k) = map.next_key::<Key<'de>>()? {
+                    members.push((k.0, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// An object key, borrowed unless it has escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// One version of one object: its JSON as served (resourceVersion set) and
 /// its selectable fields.
 #[derive(Debug)]
@@ -105,6 +150,56 @@ impl Entry {
     pub fn new(kind: &str, obj: &Value, revision: Revision) -> Entry {
         let json = serde_json::value::to_raw_value(obj).expect("JSON values serialize");
         Entry { revision, json, selectable: Selectable::of(kind, obj) }
+    }
+
+    /// The entry of an object as the store holds it (no resourceVersion),
+    /// served at `revision`. The same as [`Entry::new`] of
+    /// [`decode_stored`], without parsing the whole object and encoding it
+    /// again: the JSON text is the stored text with the resourceVersion
+    /// spliced into its metadata, and the selectable fields come from the
+    /// parts of the object that can hold them (not managedFields, not a
+    /// Node's status, not a ConfigMap's data). Every write of every
+    /// resource passes through here.
+    pub fn from_stored(kind: &str, stored: &[u8], revision: Revision) -> Option<Entry> {
+        let top: RawMembers = serde_json::from_slice(stored).ok()?;
+        let rv = revision.to_string();
+        let mut json = String::with_capacity(stored.len() + rv.len() + 24);
+        let mut skeleton = Map::new();
+        let fields = tug_api::selectors::selectable_field_names(kind);
+        json.push('{');
+        for (i, (k, raw)) in top.0.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&serde_json::to_string(k.as_ref()).ok()?);
+            json.push(':');
+            if k == "metadata" && raw.get().starts_with('{') {
+                let meta: RawMembers = serde_json::from_str(raw.get()).ok()?;
+                json.push_str("{\"resourceVersion\":");
+                json.push_str(&serde_json::to_string(&rv).ok()?);
+                let mut meta_skeleton = Map::new();
+                for (mk, mv) in meta.0.iter().filter(|(mk, _)| mk != "resourceVersion") {
+                    json.push(',');
+                    json.push_str(&serde_json::to_string(mk.as_ref()).ok()?);
+                    json.push(':');
+                    json.push_str(mv.get());
+                    if matches!(mk.as_ref(), "name" | "namespace" | "labels") {
+                        meta_skeleton.insert(mk.to_string(), serde_json::from_str(mv.get()).ok()?);
+                    }
+                }
+                json.push('}');
+                skeleton.insert("metadata".into(), Value::Object(meta_skeleton));
+                continue;
+            }
+            json.push_str(raw.get());
+            // Events are small and their fields have aliases across members.
+            if kind == "Event" || fields.iter().any(|f| f.split('.').next() == Some(k.as_ref())) {
+                skeleton.insert(k.to_string(), serde_json::from_str(raw.get()).ok()?);
+            }
+        }
+        json.push('}');
+        let json = RawValue::from_string(json).ok()?;
+        Some(Entry { revision, json, selectable: Selectable::of(kind, &Value::Object(skeleton)) })
     }
 
     /// The object as JSON text.
@@ -271,8 +366,7 @@ impl WatchCache {
                 .await?;
             revision = Some(page.revision);
             for kv in page.items.iter().filter(|kv| is_object_key(&kv.key)) {
-                if let Some(obj) = decode_stored(&kv.value, kv.mod_revision) {
-                    let entry = Entry::new(self.kind_of(&kv.key), &obj, kv.mod_revision);
+                if let Some(entry) = Entry::from_stored(self.kind_of(&kv.key), &kv.value, kv.mod_revision) {
                     if is_pod_key(&kv.key) {
                         state.pods_by_node.entry(node_of(&entry)).or_default().insert(kv.key.clone());
                     }
@@ -354,8 +448,8 @@ impl WatchCache {
         let revision = ev.kv.mod_revision;
         let kind = self.kind_of(&ev.kv.key);
         let put = match ev.kind {
-            EventKind::Put if is_object_key(&ev.kv.key) => match decode_stored(&ev.kv.value, revision) {
-                Some(obj) => Some(Arc::new(Entry::new(kind, &obj, revision))),
+            EventKind::Put if is_object_key(&ev.kv.key) => match Entry::from_stored(kind, &ev.kv.value, revision) {
+                Some(entry) => Some(Arc::new(entry)),
                 None => {
                     tracing::error!(key = %ev.kv.key, "undecodable object in store");
                     None
@@ -506,5 +600,46 @@ impl WatchCache {
         let state = self.state.read().await;
         let rx = state.channels.of(prefix).subscribe();
         (state.under(prefix), state.revision, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The entry built from the stored text equals the one built by parsing
+    /// the whole object: same JSON (as a value), same selectable fields.
+    #[test]
+    fn entries_from_stored_text_match_parsed_entries() {
+        let objects = [
+            ("Pod", json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "web", "we\"ird": "x"},
+                             "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+                "spec": {"nodeName": "n1", "restartPolicy": "Always", "serviceAccount": "sa", "hostNetwork": true},
+                "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]}})),
+            ("Pod", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "3"}, "spec": {}})),
+            ("Node", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {}},
+                "spec": {"unschedulable": true}, "status": {"capacity": {"cpu": "4"}}})),
+            ("ConfigMap", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "d"}, "data": {"k": "v"}})),
+            ("Secret", json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "d"}, "type": "Opaque"})),
+            ("Event", json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "d"},
+                "involvedObject": {"kind": "Pod", "name": "p", "namespace": "d"}, "reason": "Scheduled",
+                "source": {"component": "default-scheduler"}, "type": "Normal"})),
+            ("ReplicaSet", json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r", "namespace": "d"}, "status": {"replicas": 3}})),
+            ("Job", json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "d"}, "status": {"succeeded": 1}})),
+            ("ConfigMap", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": "not an object"})),
+            ("ConfigMap", json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+        ];
+        for (kind, obj) in objects {
+            let stored = serde_json::to_vec(&obj).unwrap();
+            let parsed = Entry::new(kind, &decode_stored(&stored, 42).unwrap(), 42);
+            let fast = Entry::from_stored(kind, &stored, 42).expect("stored JSON decodes");
+            assert_eq!(fast.value(), parsed.value(), "{obj}");
+            assert_eq!(fast.selectable, parsed.selectable, "{obj}");
+            assert_eq!(fast.revision, 42);
+        }
+        assert!(Entry::from_stored("Pod", b"{not json", 1).is_none());
+        assert!(decode_stored(b"{not json", 1).is_none());
     }
 }

@@ -22,15 +22,11 @@ pub type FieldSet = BTreeSet<Path>;
 
 /// Fields no manager owns (identity and server-managed metadata).
 fn is_unowned(path: &[String]) -> bool {
+    let member = |f: &String| f.strip_prefix("f:").unwrap_or_default().to_owned();
     match path {
         [] => true,
-        [f] if f == "f:apiVersion" || f == "f:kind" => true,
-        [m, f, ..] if m == "f:metadata" => matches!(
-            f.as_str(),
-            "f:name" | "f:namespace" | "f:uid" | "f:resourceVersion" | "f:generation" | "f:creationTimestamp"
-                | "f:managedFields" | "f:deletionTimestamp" | "f:deletionGracePeriodSeconds" | "f:selfLink"
-        ),
-        _ => false,
+        [f] => is_unowned_member(&[], &member(f)),
+        [m, f, ..] => is_unowned_member(std::slice::from_ref(m), &member(f)),
     }
 }
 
@@ -48,38 +44,245 @@ fn walk(value: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, out: 
     match value {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let child = schemas.property(schema, k).unwrap_or(&NULL);
-                path.push(format!("f:{k}"));
-                match v {
-                    Value::Array(items) if !items.is_empty() => {
-                        let strategy = schemas.patch_strategy(schema, k);
-                        let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
-                        match (&strategy.merge_key, strategy.merge) {
-                            (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
-                                for item in items {
-                                    path.push(item_key(item, key));
-                                    out.insert(with(path, "."));
-                                    walk(item, item_schema, schemas, path, out);
-                                    path.pop();
-                                }
-                            }
-                            (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-                                for item in items {
-                                    out.insert(with(path, &format!("v:{item}")));
-                                }
-                            }
-                            _ => {
-                                out.insert(path.clone());
-                            }
-                        }
-                    }
-                    _ => walk(v, child, schemas, path, out),
-                }
-                path.pop();
+                walk_member(k, v, schema, schemas, path, out);
             }
         }
         _ => {
             out.insert(path.clone());
+        }
+    }
+}
+
+/// The paths of member `k` (value `v`) of an object whose type is `schema`.
+/// Lists are walked here, from their parent: their merge strategy is a
+/// property of the parent's field.
+fn walk_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, out: &mut FieldSet) {
+    let child = schemas.property(schema, k).unwrap_or(&NULL);
+    path.push(format!("f:{k}"));
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            let strategy = schemas.patch_strategy(schema, k);
+            let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
+            match (&strategy.merge_key, strategy.merge) {
+                (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
+                    for item in items {
+                        path.push(item_key(item, key));
+                        out.insert(with(path, "."));
+                        walk(item, item_schema, schemas, path, out);
+                        path.pop();
+                    }
+                }
+                (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                    for item in items {
+                        out.insert(with(path, &format!("v:{item}")));
+                    }
+                }
+                _ => {
+                    out.insert(path.clone());
+                }
+            }
+        }
+        _ => walk(v, child, schemas, path, out),
+    }
+    path.pop();
+}
+
+/// Metadata fields no manager owns (see [`is_unowned`]).
+const UNOWNED_METADATA: [&str; 10] = [
+    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink",
+];
+
+/// Whether member `k` of the object at `path` is a field no manager owns.
+fn is_unowned_member(path: &[String], k: &str) -> bool {
+    match path {
+        [] => k == "apiVersion" || k == "kind",
+        [m] => m == "f:metadata" && UNOWNED_METADATA.contains(&k),
+        _ => false,
+    }
+}
+
+/// What an update changed: `changed` holds the paths of `new` whose value is
+/// new or different (what the updating manager takes), `removed` the paths
+/// of `old` that `new` no longer has. Equal subtrees are skipped whole, so a
+/// status write does not walk the spec; this is the hot path of every
+/// update, and walking both objects in full cost more than the rest of the
+/// request.
+struct Diff {
+    changed: FieldSet,
+    removed: FieldSet,
+}
+
+fn diff(old: &Value, new: &Value, definition: &str) -> Diff {
+    let schemas = Schemas::get();
+    let schema = schemas.definition(definition).unwrap_or(&NULL);
+    let mut d = Diff { changed: FieldSet::new(), removed: FieldSet::new() };
+    diff_value(old, new, (old, new), schema, schemas, &mut Vec::new(), &mut d);
+    d.changed.retain(|p| !is_unowned(p));
+    d.removed.retain(|p| !is_unowned(p) && get_at(new, p).is_none());
+    d
+}
+
+/// Diffs two values at `path` (`roots` are the whole objects).
+fn diff_value(old: &Value, new: &Value, roots: (&Value, &Value), schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) if !o.is_empty() && !n.is_empty() => {
+            for (k, v) in n {
+                if is_unowned_member(path, k) {
+                    continue;
+                }
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) if !v.is_array() && !ov.is_array() => {
+                        let child = schemas.property(schema, k).unwrap_or(&NULL);
+                        path.push(format!("f:{k}"));
+                        diff_value(ov, v, roots, child, schemas, path, d);
+                        path.pop();
+                    }
+                    ov => diff_member(k, ov, Some(v), roots, schema, schemas, path, d),
+                }
+            }
+            for (k, ov) in o {
+                if !n.contains_key(k) && !is_unowned_member(path, k) {
+                    diff_member(k, Some(ov), None, roots, schema, schemas, path, d);
+                }
+            }
+        }
+        _ => {
+            // Different shapes, or a leaf: compare the paths of both sides.
+            let mut new_set = FieldSet::new();
+            walk(new, schema, schemas, path, &mut new_set);
+            let mut old_set = FieldSet::new();
+            walk(old, schema, schemas, path, &mut old_set);
+            collect_diff(new_set, old_set, roots, d);
+        }
+    }
+}
+
+/// Diffs member `k` of the object at `path` by comparing its paths on both sides.
+#[allow(clippy::too_many_arguments)]
+fn diff_member(k: &str, old: Option<&Value>, new: Option<&Value>, roots: (&Value, &Value), schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
+    let mut new_set = FieldSet::new();
+    if let Some(v) = new {
+        walk_member(k, v, schema, schemas, path, &mut new_set);
+    }
+    let mut old_set = FieldSet::new();
+    if let Some(v) = old {
+        walk_member(k, v, schema, schemas, path, &mut old_set);
+    }
+    collect_diff(new_set, old_set, roots, d);
+}
+
+fn collect_diff(new_set: FieldSet, old_set: FieldSet, (old_root, new_root): (&Value, &Value), d: &mut Diff) {
+    for p in old_set.difference(&new_set) {
+        d.removed.insert(p.clone());
+    }
+    for p in new_set {
+        if get_at(old_root, &p) != get_at(new_root, &p) {
+            d.changed.insert(p);
+        }
+    }
+}
+
+/// Whether a `fieldsV1` tree holds any of `paths` (as a leaf), without
+/// parsing it into a set.
+fn fields_v1_holds_any(tree: &Value, paths: &FieldSet) -> bool {
+    paths.iter().any(|p| {
+        let mut node = tree;
+        for el in p {
+            match node.get(el.as_str()) {
+                Some(n) => node = n,
+                None => return false,
+            }
+        }
+        node.as_object().is_none_or(|m| m.is_empty())
+    })
+}
+
+/// `fieldsV1` of all the fields of `value` (whose type is `definition`) that
+/// a manager can own, built directly as the nested tree (the create path:
+/// no set of paths in between).
+fn fields_v1_of(value: &Value, definition: &str) -> Value {
+    let schemas = Schemas::get();
+    let schema = schemas.definition(definition).unwrap_or(&NULL);
+    let mut root = Map::new();
+    if let Value::Object(m) = value {
+        for (k, v) in m.iter().filter(|(k, _)| !is_unowned_member(&[], k)) {
+            if k == "metadata" {
+                // Only the owned metadata fields; no node at all when none is set.
+                let mut meta_node = Map::new();
+                match v {
+                    Value::Object(mm) if !mm.is_empty() => {
+                        let meta_schema = schemas.property(schema, "metadata").unwrap_or(&NULL);
+                        let owned: Vec<_> = mm.iter().filter(|(mk, _)| !UNOWNED_METADATA.contains(&mk.as_str())).collect();
+                        if owned.is_empty() {
+                            continue;
+                        }
+                        for (mk, mv) in owned {
+                            tree_member(mk, mv, meta_schema, schemas, &mut meta_node);
+                        }
+                    }
+                    _ => {}
+                }
+                root.insert("f:metadata".into(), Value::Object(meta_node));
+                continue;
+            }
+            tree_member(k, v, schema, schemas, &mut root);
+        }
+    }
+    sort_tree(&mut root);
+    Value::Object(root)
+}
+
+fn tree(value: &Value, schema: &Value, schemas: &Schemas, node: &mut Map<String, Value>) {
+    if let Value::Object(m) = value {
+        for (k, v) in m {
+            tree_member(k, v, schema, schemas, node);
+        }
+    }
+}
+
+/// [`walk_member`], into a `fieldsV1` tree.
+fn tree_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, parent: &mut Map<String, Value>) {
+    let child_schema = schemas.property(schema, k).unwrap_or(&NULL);
+    let node = object_at(parent, format!("f:{k}"));
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            let strategy = schemas.patch_strategy(schema, k);
+            let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
+            match (&strategy.merge_key, strategy.merge) {
+                (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
+                    for item in items {
+                        let item_node = object_at(node, item_key(item, key));
+                        item_node.insert(".".into(), json!({}));
+                        tree(item, item_schema, schemas, item_node);
+                    }
+                }
+                (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                    for item in items {
+                        node.insert(format!("v:{item}"), json!({}));
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => tree(v, child_schema, schemas, node),
+    }
+}
+
+fn object_at(parent: &mut Map<String, Value>, key: String) -> &mut Map<String, Value> {
+    parent.entry(key).or_insert_with(|| json!({})).as_object_mut().expect("fieldsV1 nodes are objects")
+}
+
+/// Sorts every level, as a tree built from a sorted set of paths is.
+fn sort_tree(node: &mut Map<String, Value>) {
+    node.sort_keys();
+    for v in node.values_mut() {
+        if let Value::Object(m) = v {
+            sort_tree(m);
         }
     }
 }
@@ -228,13 +431,17 @@ fn definition_of(obj: &Value) -> Option<&'static str> {
 }
 
 fn entry(manager: &str, operation: &str, api_version: &str, set: &FieldSet, subresource: Option<&str>) -> Value {
+    entry_with(manager, operation, api_version, to_fields_v1(set), subresource)
+}
+
+fn entry_with(manager: &str, operation: &str, api_version: &str, fields_v1: Value, subresource: Option<&str>) -> Value {
     let mut e = json!({
         "manager": manager,
         "operation": operation,
         "apiVersion": api_version,
         "time": meta::now_rfc3339(),
         "fieldsType": "FieldsV1",
-        "fieldsV1": to_fields_v1(set),
+        "fieldsV1": fields_v1,
     });
     if let Some(s) = subresource {
         e["subresource"] = json!(s);
@@ -251,41 +458,44 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
         return; // record_apply already wrote the entry.
     }
     let Some(def) = definition_of(obj) else { return };
-    let new_set = field_set(obj, def);
     let Some(old) = old else {
         // A create: the manager owns every field, all of them present by
         // construction (no diff, no re-lookup of each path).
-        let entry = entry(manager, "Update", api_version, &new_set, subresource);
+        let entry = entry_with(manager, "Update", api_version, fields_v1_of(obj, def), subresource);
         meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(vec![entry]));
         return;
     };
-    let changed: FieldSet = new_set.iter().filter(|p| get_at(old, p) != get_at(obj, p)).cloned().collect();
-    let old = Some(old);
-    let mut list = match old {
-        Some(o) => entries(o),
-        None => Vec::new(),
-    };
-    if changed.is_empty() && old.is_some() {
+    let Diff { changed, removed } = diff(old, obj, def);
+    let mut list = entries(old);
+    if changed.is_empty() && removed.is_empty() {
         meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
         return;
     }
     let mut mine = FieldSet::new();
     list.retain_mut(|e| {
-        let mut set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
         let is_mine = e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Update")
             && e.get("subresource").and_then(Value::as_str) == subresource;
+        let tree = e.get("fieldsV1").unwrap_or(&Value::Null);
         if is_mine {
-            mine = set;
+            mine = from_fields_v1(tree);
             return false;
         }
-        set.retain(|p| !changed.contains(p) && get_at(obj, p).is_some());
+        // Most entries own nothing that changed: leave them as they are.
+        if !fields_v1_holds_any(tree, &changed) && !fields_v1_holds_any(tree, &removed) {
+            return true;
+        }
+        let mut set = from_fields_v1(tree);
+        set.retain(|p| !changed.contains(p) && !removed.contains(p));
         e["fieldsV1"] = to_fields_v1(&set);
         !set.is_empty()
     });
+    mine.retain(|p| !removed.contains(p));
     mine.extend(changed);
-    mine.retain(|p| get_at(obj, p).is_some());
-    list.push(entry(manager, "Update", api_version, &mine, subresource));
+    // A write that only removed fields leaves its manager owning nothing.
+    if !mine.is_empty() {
+        list.push(entry(manager, "Update", api_version, &mine, subresource));
+    }
     meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
 }
 
@@ -522,6 +732,105 @@ mod tests {
         assert_eq!(entries[1]["subresource"], "status");
         assert!(entries[1]["fieldsV1"]["f:status"]["f:replicas"].is_object());
         assert!(entries[0].get("subresource").is_none());
+    }
+
+    /// The update path before it learned to skip equal subtrees: every
+    /// field of both objects compared, every entry re-parsed. The fast path
+    /// must give the same entries.
+    fn reference_record_update(obj: &mut Value, old: &Value, manager: &str, api_version: &str, subresource: Option<&str>) {
+        let def = definition_of(obj).unwrap();
+        let new_set = field_set(obj, def);
+        let changed: FieldSet = new_set.iter().filter(|p| get_at(old, p) != get_at(obj, p)).cloned().collect();
+        let mut list = entries(old);
+        let removed_any = field_set(old, def).iter().any(|p| get_at(obj, p).is_none());
+        if changed.is_empty() && !removed_any {
+            meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
+            return;
+        }
+        let mut mine = FieldSet::new();
+        list.retain_mut(|e| {
+            let mut set = from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null));
+            let is_mine = e.get("manager").and_then(Value::as_str) == Some(manager)
+                && e.get("operation").and_then(Value::as_str) == Some("Update")
+                && e.get("subresource").and_then(Value::as_str) == subresource;
+            if is_mine {
+                mine = set;
+                return false;
+            }
+            set.retain(|p| !changed.contains(p) && get_at(obj, p).is_some());
+            e["fieldsV1"] = to_fields_v1(&set);
+            !set.is_empty()
+        });
+        mine.extend(changed);
+        mine.retain(|p| get_at(obj, p).is_some());
+        if !mine.is_empty() {
+            list.push(entry(manager, "Update", api_version, &mine, subresource));
+        }
+        meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
+    }
+
+    fn without_times(obj: &Value) -> Value {
+        let mut list = obj["metadata"]["managedFields"].clone();
+        for e in list.as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("time");
+        }
+        list
+    }
+
+    fn pod(labels: Value, containers: Value, status: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "namespace": "default", "uid": "u", "resourceVersion": "5", "labels": labels},
+               "spec": {"nodeName": "n1", "containers": containers, "tolerations": [{"key": "a", "operator": "Exists"}]},
+               "status": status})
+    }
+
+    #[test]
+    fn fast_update_path_matches_the_full_comparison() {
+        let c1 = json!([{"name": "a", "image": "x", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]);
+        let c2 = json!([{"name": "a", "image": "y", "ports": [{"containerPort": 80, "protocol": "TCP"}]}, {"name": "b", "image": "z"}]);
+        let running = json!({"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
+                             "containerStatuses": [{"name": "a", "ready": true, "state": {"running": {"startedAt": "t"}}}]});
+        let states = [
+            pod(json!({"app": "web"}), c1.clone(), json!({"phase": "Pending"})),
+            pod(json!({"app": "web", "tier": "1"}), c1.clone(), json!({"phase": "Pending"})),
+            pod(json!({"app": "web"}), c2.clone(), running.clone()),
+            pod(json!({}), c2.clone(), json!({"phase": "Running", "podIP": "10.0.0.2"})),
+            pod(json!({"app": "db"}), c1.clone(), running.clone()),
+            pod(json!({"app": "db"}), json!([{"name": "b", "image": "z"}]), json!({})),
+        ];
+        let managers = [("kubectl", None), ("kubelet", Some("status")), ("controller", None), ("kubectl", None)];
+        for (i, first) in states.iter().enumerate() {
+            for second in &states {
+                for (m, (manager, sub)) in managers.iter().enumerate() {
+                    // An object with history: created by one manager, written by another.
+                    let mut live = first.clone();
+                    record_update(&mut live, None, "creator", "v1", "Update", None);
+                    let mut mid = states[(i + m) % states.len()].clone();
+                    record_update(&mut mid, Some(&live), "other", "v1", "Update", Some("status"));
+                    let mut fast = second.clone();
+                    record_update(&mut fast, Some(&mid), manager, "v1", "Update", *sub);
+                    let mut full = second.clone();
+                    reference_record_update(&mut full, &mid, manager, "v1", *sub);
+                    assert_eq!(without_times(&fast), without_times(&full), "{manager} writing {second} over {mid}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn create_entry_matches_the_field_set() {
+        let objects = [
+            deploy(2, "x"),
+            pod(json!({"app": "web"}), json!([{"name": "a", "image": "x", "ports": [{"containerPort": 80}]}]), json!({})),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "d"}, "data": {"k": "v"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "finalizers": ["a", "b"], "annotations": {}}}),
+        ];
+        for obj in objects {
+            let def = definition_of(&obj).unwrap();
+            assert_eq!(fields_v1_of(&obj, def), to_fields_v1(&field_set(&obj, def)), "{obj}");
+            assert_eq!(serde_json::to_string(&fields_v1_of(&obj, def)).unwrap(), serde_json::to_string(&to_fields_v1(&field_set(&obj, def))).unwrap(), "key order of {obj}");
+        }
     }
 
     #[test]
