@@ -1,11 +1,12 @@
 //! Container probes (upstream's prober): liveness, readiness and startup,
-//! each an exec (CRI ExecSync), httpGet (HTTP/1.1 to the pod IP) or
-//! tcpSocket check, run by a task per probe and running container, with
+//! each an exec (CRI ExecSync), httpGet (HTTP/1.1 to the pod IP), tcpSocket
+//! or grpc (the gRPC health checking protocol, `probes/grpc.rs`) check, run
+//! by a task per probe and running container, with
 //! initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold and
 //! failureThreshold. Results are kept per container id; a change wakes the
 //! pod worker, which reports readiness and restarts containers whose
-//! liveness or startup probe failed. gRPC probes are checked as a TCP
-//! connect for now; httpGet with scheme HTTPS is not supported yet.
+//! liveness or startup probe failed. httpGet with scheme HTTPS is not
+//! supported yet.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +20,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cri::Cri;
+
+mod grpc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -258,9 +261,9 @@ async fn check(p: &Probe, c: &Container, t: &Target, timeout: Duration) -> Resul
         return tcp_check(&host, port, timeout).await;
     }
     if let Some(g) = &p.grpc {
-        // No gRPC health client yet: the port accepting connections stands in.
         let port = u16::try_from(g.port).map_err(|_| format!("bad port {}", g.port))?;
-        return tcp_check(&t.pod_ip, port, timeout).await;
+        let service = g.service.as_deref().unwrap_or("");
+        return grpc::check(&t.pod_ip, port, service, timeout, PROBE_USER_AGENT).await;
     }
     Err("probe has no handler".into())
 }
