@@ -101,6 +101,9 @@ impl Server {
         }
         let Some(user) = user else {
             let (v, r) = none();
+        if crate::join::serves(&path) {
+            return crate::join::serve(&self.kubelets.join, req).await;
+        }
             return (error_response(&ApiError::unauthorized()), v, r);
         };
         let accept = header_str(req.headers(), header::ACCEPT).to_string();

@@ -1,6 +1,7 @@
 //! The API server's side of the kubelets: `pods/log`, `pods/exec`,
 //! `pods/attach` and `pods/portforward` proxied to the kubelet of the pod's
-//! node, and the signing of kubelet serving certificates.
+//! node, and the signing of kubelet serving certificates (joining agents
+//! get their client certificates from `join.rs`).
 //!
 //! The kubelet is found as upstream's `GetConnectionInfo` finds it: the
 //! pod's `spec.nodeName`, that Node's address (InternalIP, else ExternalIP,
@@ -52,11 +53,18 @@ const DEFAULT_KUBELET_PORT: u16 = 10250;
 pub struct Kubelets {
     tls: Arc<rustls::ClientConfig>,
     signer: KubeletSigner,
+    /// `/cacerts` and kubelet client certificates for agents holding the
+    /// node token (`join.rs`).
+    pub(crate) join: crate::join::Join,
 }
 
 impl Kubelets {
-    pub fn new(pki: &ClusterPki) -> anyhow::Result<Kubelets> {
-        Ok(Kubelets { tls: pki.kubelet_client_tls_config()?, signer: pki.kubelet_signer() })
+    pub fn new(pki: &ClusterPki, node_token: Option<tug_pki::NodeToken>) -> anyhow::Result<Kubelets> {
+        Ok(Kubelets {
+            tls: pki.kubelet_client_tls_config()?,
+            signer: pki.kubelet_signer(),
+            join: crate::join::Join::new(pki.kubelet_signer(), node_token),
+        })
     }
 }
 

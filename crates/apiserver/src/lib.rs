@@ -14,6 +14,7 @@ pub mod cache;
 pub mod discovery;
 pub mod fields;
 pub mod http;
+pub mod join;
 pub mod kubelet;
 pub mod metrics;
 pub mod openapi;
@@ -39,6 +40,9 @@ pub struct Config {
     pub cluster_domain: String,
     /// The address clients are told to use (`host:port`).
     pub advertise_address: String,
+    /// The node join token: its password buys a kubelet client certificate
+    /// (`join.rs`). `None`: agents cannot join with a token.
+    pub node_token: Option<tug_pki::NodeToken>,
 }
 
 /// A running API server.
@@ -59,7 +63,7 @@ impl ApiServer {
             authorizer: Box::new(authz::AlwaysAllow),
             server_address: config.advertise_address.clone(),
             metrics: metrics::Metrics::default(),
-            kubelets: kubelet::Kubelets::new(pki)?,
+            kubelets: kubelet::Kubelets::new(pki, config.node_token.clone())?,
         });
         bootstrap::ensure_builtin_objects(&server.ctx, &config.advertise_address).await?;
         let listener = tokio::net::TcpListener::bind(config.bind).await?;

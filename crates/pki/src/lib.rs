@@ -10,6 +10,7 @@
 
 mod kubeconfig;
 mod sans;
+mod token;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use x509_parser::certificate::X509Certificate;
 
 pub use kubeconfig::{render_kubeconfig, write_kubeconfig};
 pub use sans::ServingSans;
+pub use token::{NODE_TOKEN_USER, NodeToken, TOKEN_PREFIX, ca_hash};
 
 /// The CA outlives any leaf; replacing it invalidates every issued credential.
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
@@ -51,6 +53,16 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 /// (POST, JSON `{"nodeName", "csr"}` → `{"certificate", "ca"}`; k3s has the
 /// same kind of endpoint under `/v1-k3s/`).
 pub const KUBELET_SERVING_CERT_PATH: &str = "/v1-tugboat/serving-kubelet.crt";
+/// The cluster CA certificate (PEM), served without authentication (k3s's
+/// `/cacerts`): an agent checks its hash against its join token.
+pub const CACERTS_PATH: &str = "/cacerts";
+/// Where an agent holding the join token gets its kubelet client
+/// certificate (POST, HTTP Basic `node:<password>` or `Bearer <password>`,
+/// the node name in [`NODE_NAME_HEADER`] → the certificate PEM then its
+/// key PEM; k3s: `/v1-k3s/client-kubelet.crt`).
+pub const KUBELET_CLIENT_CERT_PATH: &str = "/v1-tugboat/client-kubelet.crt";
+/// The header naming the node a client certificate is for (k3s: `K3s-Node-Name`).
+pub const NODE_NAME_HEADER: &str = "Tugboat-Node-Name";
 /// The API server's identity towards kubelets (upstream's
 /// `kube-apiserver-kubelet-client`, in `system:masters`).
 pub const APISERVER_KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -309,6 +321,17 @@ impl KubeletSigner {
         &self.ca_cert_pem
     }
 
+    /// Issues a kubelet's client certificate: a fresh key and a certificate
+    /// for `CN=system:node:<node_name>, O=system:nodes`, client
+    /// authentication only, a year's validity. Returns `(cert_pem, key_pem)`.
+    pub fn issue_kubelet_client(&self, node_name: &str) -> anyhow::Result<(String, String)> {
+        if node_name.is_empty() {
+            bail!("a node name is required");
+        }
+        let p = issue(self.issuer.as_ref(), client_params(&format!("{NODE_USER_PREFIX}{node_name}"), &[NODES_GROUP])?)?;
+        Ok((p.cert_pem, p.key_pem))
+    }
+
     /// Signs a kubelet's PKCS#10 request (PEM) for `node_name`: the request's
     /// signature is checked (the node holds the key), its DNS and IP subject
     /// alternative names are kept (at least one is needed; other kinds are
@@ -387,6 +410,37 @@ pub fn mutual_tls_server_config(
         .context("loading serving certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// What [`check_client_cert`] found in a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertInfo {
+    pub identity: PeerIdentity,
+    pub not_after: SystemTime,
+}
+
+/// Checks a client certificate and key (PEM) as an agent does before
+/// reusing them: the first certificate parses, was issued by a CA whose
+/// certificate is `ca_pem` (signature verified), matches the key, carries an
+/// identity, and is valid now. Returns its identity and expiry.
+pub fn check_client_cert(ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<ClientCertInfo> {
+    let der = first_cert_der(cert_pem)?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).context("parsing the certificate")?;
+    let key = KeyPair::from_pem(key_pem).context("parsing the private key")?;
+    if !key_matches(&x509, &key) {
+        bail!("the certificate does not match the private key");
+    }
+    let ca_der = first_cert_der(ca_pem).context("parsing the CA certificate")?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).context("parsing the CA certificate")?;
+    x509.verify_signature(Some(ca.public_key()))
+        .map_err(|e| anyhow::anyhow!("the certificate was not issued by this CA: {e}"))?;
+    if !x509.validity().is_valid() {
+        bail!("the certificate is not valid now (valid {} to {})", x509.validity().not_before, x509.validity().not_after);
+    }
+    let identity = identity_from_cert(&der).context("the certificate has no user name (CN)")?;
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(x509.validity().not_after.timestamp()).context("expiry before 1970")?);
+    Ok(ClientCertInfo { identity, not_after })
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

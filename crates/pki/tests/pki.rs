@@ -602,3 +602,50 @@ async fn kubelet_serving_certificates() {
     let impostor = tug_pki::mutual_tls_server_config(pki.ca_cert_pem(), &cert2, &key2).unwrap();
     assert!(connect(apiserver, impostor, "192.0.2.7").await.is_err());
 }
+
+/// A kubelet client certificate issued for a joining node: the node's
+/// identity, client authentication only (the API server's TLS accepts it),
+/// and what an agent checks before reusing it.
+#[tokio::test]
+async fn kubelet_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let pki = ClusterPki::load_or_create(dir.path(), &sans()).unwrap();
+    let other = ClusterPki::load_or_create(other_dir.path(), &sans()).unwrap();
+    let (cert, key) = pki.kubelet_signer().issue_kubelet_client("node-7").unwrap();
+    let node = PeerIdentity { user: "system:node:node-7".into(), groups: vec!["system:nodes".into()] };
+    assert_eq!(identity_from_cert(&der(&cert)), Some(node.clone()));
+    let cert_der = der(&cert);
+    let (_, x) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+    let eku = x.extended_key_usage().unwrap().expect("extended key usage").value;
+    assert!(eku.client_auth && !eku.server_auth, "{eku:?}");
+    assert!(pki.kubelet_signer().issue_kubelet_client("").is_err());
+
+    let info = tug_pki::check_client_cert(pki.ca_cert_pem(), &cert, &key).unwrap();
+    assert_eq!(info.identity, node);
+    let left = info.not_after.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(left > std::time::Duration::from_secs(364 * 24 * 3600), "{left:?}");
+    // Another CA, another key, garbage: refused.
+    let err = tug_pki::check_client_cert(other.ca_cert_pem(), &cert, &key).unwrap_err();
+    assert!(format!("{err:#}").contains("not issued by this CA"), "{err:#}");
+    let (_, key2) = pki.kubelet_signer().issue_kubelet_client("node-7").unwrap();
+    assert!(tug_pki::check_client_cert(pki.ca_cert_pem(), &cert, &key2).is_err());
+    assert!(tug_pki::check_client_cert(pki.ca_cert_pem(), "junk", &key).is_err());
+
+    // The API server's TLS (client certificates optional, verified by the CA)
+    // identifies the node by it.
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let client = pki.client_tls_config(Some((&cert, &key))).unwrap();
+    let (client_res, server_res) = tokio::join!(
+        TlsConnector::from(client).connect(ServerName::try_from("localhost").unwrap(), c),
+        TlsAcceptor::from(pki.server_tls_config()).accept(s)
+    );
+    let mut c = client_res.unwrap();
+    let mut s = server_res.unwrap();
+    c.write_all(b"x").await.unwrap();
+    c.flush().await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    let peer = s.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| identity_from_cert(c));
+    assert_eq!(peer, Some(node));
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 
@@ -161,15 +162,24 @@ impl ControllerFlags {
     }
 }
 
-/// `tug agent`'s own flags (k3s's names).
+/// `tug agent`'s own flags (k3s's names). Credentials come from the node
+/// token (`--server` and `--token`, as k3s agents join) or a kubeconfig.
 #[derive(clap::Args, Clone)]
 struct AgentArgs {
-    /// The API server's URL (overrides the kubeconfig's).
+    /// The API server's URL, `https://HOST:6443`: the server to join with
+    /// `--token`, or overriding the kubeconfig's.
     #[arg(long, env = "TUG_URL")]
     server: Option<String>,
-    /// Kubeconfig with the agent's credentials.
+    /// The node token, from the server's `<data-dir>/server/node-token`
+    /// (`K10<CA hash>::node:<password>`): join the cluster with it.
+    #[arg(long, env = "TUG_TOKEN", requires = "server", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the node token.
+    #[arg(long, env = "TUG_TOKEN_FILE", requires = "server", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Kubeconfig with the agent's credentials (instead of a token).
     #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// Where the agent keeps its state (`<data-dir>/agent`).
     #[arg(long, default_value = "/var/lib/tugboat")]
     data_dir: PathBuf,
@@ -230,7 +240,13 @@ impl AgentFlags {
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--kubeconfig` on the command line, not from $KUBECONFIG (which a
+    // token overrides).
+    let kubeconfig_flag = matches
+        .subcommand_matches("agent")
+        .is_some_and(|m| m.value_source("kubeconfig") == Some(ValueSource::CommandLine));
     match cli.command {
         Command::Kubectl { data_dir, args } => {
             let kubeconfig = data_dir.join("kubeconfig.yaml");
@@ -250,8 +266,23 @@ fn main() -> anyhow::Result<()> {
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
-                let client = agent_client(&args.kubeconfig, args.server.as_deref()).await?;
                 let config = args.agent.config(&args.data_dir)?;
+                let token = match (&args.token, &args.token_file) {
+                    (Some(t), _) => Some(t.clone()),
+                    (None, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("reading --token-file {}", f.display()))?),
+                    (None, None) => None,
+                };
+                let client = match (token, &args.kubeconfig) {
+                    (Some(_), Some(_)) if kubeconfig_flag => anyhow::bail!("--token and --kubeconfig are alternatives: give one"),
+                    (Some(token), _) => {
+                        let server = args.server.as_deref().context("--token needs --server")?;
+                        let path = tug::join::kubeconfig_path(&args.data_dir);
+                        join_cluster(server, &token, &config.node_name, &path).await?;
+                        client_from_kubeconfig(&path).await?
+                    }
+                    (None, Some(kubeconfig)) => agent_client(kubeconfig, args.server.as_deref()).await?,
+                    (None, None) => anyhow::bail!("tug agent needs --server and --token (or TUG_URL and TUG_TOKEN), or --kubeconfig"),
+                };
                 tug_kubelet::run(client, config, shutdown_signal()).await
             })
         }
@@ -315,6 +346,10 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         sans.push_ip(args.bind_address);
     }
     let pki = tug_pki::ClusterPki::load_or_create(&args.data_dir.join("tls"), &sans)?;
+    // What agents join with (`tug agent --server URL --token T`), as k3s's
+    // `server/node-token`: created once, kept across restarts.
+    let node_token_path = args.data_dir.join("server").join("node-token");
+    let node_token = tug_pki::NodeToken::load_or_create(&node_token_path, pki.ca_cert_pem())?;
     let store = tug_store::open(&args.datastore_endpoint, &args.data_dir)
         .await
         .context("opening the datastore")?;
@@ -326,6 +361,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr.clone(),
         cluster_domain: args.cluster_domain.clone(),
         advertise_address: format!("{advertise_host}:{}", args.https_listen_port),
+        node_token: Some(node_token),
     };
     let server = tug_apiserver::ApiServer::start(config, Arc::clone(&store), &pki).await?;
     // Never compact history the watch cache has not read yet: a cache that
@@ -336,7 +372,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let url = format!("https://{advertise_host}:{port}");
     let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("kubeconfig.yaml"));
     tug_pki::write_kubeconfig(&kubeconfig_path, &pki.admin_kubeconfig(&url, "default"))?;
-    tracing::info!(kubeconfig = %kubeconfig_path.display(), %url, "tug server ready");
+    tracing::info!(kubeconfig = %kubeconfig_path.display(), node_token = %node_token_path.display(), %url, "tug server ready");
     let run_agent = !args.disable_agent
         && args.enable_agent
         && (args.agent.container_runtime_endpoint.is_some() || tug_kubelet::containerd::installed());
@@ -411,6 +447,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Joins the cluster at `server` with the node token, writing the agent's
+/// kubeconfig at `path` (or keeping a still-good one). Waits for a server
+/// that cannot be reached yet; a refused token or a CA that does not match
+/// it is final.
+async fn join_cluster(server: &str, token: &str, node_name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    loop {
+        match tug::join::bootstrap(server, token, node_name, path).await {
+            Ok(_) => return Ok(()),
+            Err(tug::join::JoinError::Unavailable(e)) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot join the cluster yet; retrying in 5s");
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("joining the cluster at {server}"))),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown_signal() => anyhow::bail!("interrupted while joining the cluster"),
+        }
     }
 }
 
