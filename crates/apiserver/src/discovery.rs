@@ -51,11 +51,12 @@ fn group_json(name: &str, versions: &[&str]) -> Value {
 
 /// `/apis`
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
+    let mut groups: Vec<Value> = groups()
         .iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_json(g, vs))
         .collect();
+    groups.push(crate::metrics_api::group_json());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -148,6 +149,9 @@ pub fn aggregated(core: bool) -> Value {
             vs.push(json!({"version": v, "resources": resources, "freshness": "Current"}));
         }
         items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": vs}));
+    }
+    if !core {
+        items.push(crate::metrics_api::aggregated_item());
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

@@ -30,9 +30,11 @@ pub struct Server {
     /// Reaching kubelets (logs, exec, attach, port-forward) and signing
     /// their serving certificates.
     pub kubelets: crate::kubelet::Kubelets,
+    /// When each node's resource usage was last read (`metrics.k8s.io`).
+    pub metric_reads: crate::metrics_api::ReadTimes,
 }
 
-fn json_response(status: StatusCode, content_type: &str, body: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, content_type: &str, body: &impl serde::Serialize) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("serializable");
     Response::builder()
         .status(status)
@@ -99,11 +101,11 @@ impl Server {
         if path.starts_with("/healthz/") || path.starts_with("/livez/") || path.starts_with("/readyz/") {
             return (text(StatusCode::OK, "ok"), "get".into(), "health".into());
         }
-        let Some(user) = user else {
-            let (v, r) = none();
         if crate::join::serves(&path) {
             return crate::join::serve(&self.kubelets.join, req).await;
         }
+        let Some(user) = user else {
+            let (v, r) = none();
             return (error_response(&ApiError::unauthorized()), v, r);
         };
         let accept = header_str(req.headers(), header::ACCEPT).to_string();
@@ -141,6 +143,11 @@ impl Server {
                 }
                 None => (error_response(&request::not_found()), "get".into(), "openapi".into()),
             };
+        }
+        if let Some(rest) = path.strip_prefix("/apis/metrics.k8s.io").filter(|r| r.is_empty() || r.starts_with('/')) {
+            let query = tug_httpstream::query_pairs(req.uri().query());
+            let (r, verb, resource) = crate::metrics_api::serve(&self.ctx, &self.kubelets, &self.metric_reads, req.method(), rest, &query).await;
+            return (r, verb.into(), resource.into());
         }
         let route = match parse_path(&path) {
             Ok(r) => r,

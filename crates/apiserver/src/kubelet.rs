@@ -341,6 +341,39 @@ async fn logs(kubelets: &Kubelets, ep: &Endpoint, path: &str) -> Result<Response
     Err(ApiError::new(status.as_u16(), reason, String::from_utf8_lossy(&body).trim().to_string()))
 }
 
+/// How long a read of a kubelet's resource usage may take in all.
+const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of a kubelet's `/stats/summary` read.
+const STATS_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `GET /stats/summary` of node `node_name`'s kubelet, parsed (what
+/// metrics-server reads for `metrics.k8s.io`).
+pub async fn stats_summary(ctx: &Ctx, kubelets: &Kubelets, node_name: &str) -> Result<Value, ApiError> {
+    let read = async {
+        let ep = endpoint(ctx, node_name).await?;
+        let tls = dial(kubelets, &ep).await?;
+        let req = Request::get("/stats/summary")
+            .header(header::HOST, ep.authority())
+            .body(tug_httpstream::empty())
+            .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
+        let resp = tug_httpstream::send(tls, req).await.map_err(|e| ApiError::internal(format!("the kubelet at {}: {e}", ep.authority())))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), STATS_LIMIT)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| ApiError::internal(format!("reading the kubelet's summary: {e}")))?;
+        if !status.is_success() {
+            return Err(ApiError::internal(format!("the kubelet of {node_name} answered {status}: {}", String::from_utf8_lossy(&body).trim())));
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::internal(format!("the kubelet of {node_name} sent an unreadable summary: {e}")))
+    };
+    match tokio::time::timeout(STATS_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::internal(format!("the kubelet of {node_name} did not answer within {STATS_TIMEOUT:?}"))),
+    }
+}
+
 /// `POST /v1-tugboat/serving-kubelet.crt`: signs a kubelet's serving
 /// certificate request. Allowed to `system:masters` and to the node itself
 /// (`system:node:<name>` in `system:nodes`).

@@ -17,6 +17,7 @@ pub mod http;
 pub mod join;
 pub mod kubelet;
 pub mod metrics;
+pub mod metrics_api;
 pub mod openapi;
 pub mod output;
 pub mod quota;
@@ -64,6 +65,7 @@ impl ApiServer {
             server_address: config.advertise_address.clone(),
             metrics: metrics::Metrics::default(),
             kubelets: kubelet::Kubelets::new(pki, config.node_token.clone())?,
+            metric_reads: Default::default(),
         });
         bootstrap::ensure_builtin_objects(&server.ctx, &config.advertise_address).await?;
         let listener = tokio::net::TcpListener::bind(config.bind).await?;

@@ -285,6 +285,18 @@ impl Cri {
         .containers)
     }
 
+    /// CPU and memory counters of every container the runtime has.
+    pub async fn list_container_stats(&self) -> anyhow::Result<Vec<cri::ContainerStats>> {
+        let mut r = self.runtime.clone();
+        Ok(bounded(
+            "ListContainerStats",
+            CALL_TIMEOUT,
+            r.list_container_stats(cri::ListContainerStatsRequest { filter: None }),
+        )
+        .await?
+        .stats)
+    }
+
     pub async fn container_status(&self, id: &str) -> anyhow::Result<cri::ContainerStatus> {
         let mut r = self.runtime.clone();
         let req = cri::ContainerStatusRequest {

@@ -47,6 +47,7 @@ pub mod probes;
 pub mod quantity;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -235,6 +236,8 @@ pub struct Agent {
     /// The podCIDR in use (set once the network is configured).
     pub pod_cidr: std::sync::Mutex<Option<String>>,
     pub runtime_version: String,
+    /// Earlier CPU readings, for the rates of `/stats/summary`.
+    pub stats: stats::Sampler,
 }
 
 /// Runs the agent until `shutdown` resolves. Pods keep running after it
@@ -298,6 +301,7 @@ async fn run_with_runtime(
         node_ip,
         pod_cidr: std::sync::Mutex::new(None),
         runtime_version,
+        stats: stats::Sampler::default(),
     });
     let listener = server::bind(&agent.config).await?;
     let node_uid = node::register(&agent).await?;

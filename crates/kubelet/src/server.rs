@@ -12,6 +12,8 @@
 //! Endpoints (upstream's paths):
 //! - `GET /healthz`;
 //! - `GET /pods`: a PodList of the pods bound to this node;
+//! - `GET /stats/summary` and `GET /metrics/resource`: resource usage
+//!   ([`crate::stats`]);
 //! - `GET /containerLogs/{ns}/{pod}/{container}` ([`crate::logs`]);
 //! - `/exec/{ns}/{pod}[/{uid}]/{container}`, `/attach/...` and
 //!   `/portForward/{ns}/{pod}[/{uid}]`: the runtime is asked (CRI Exec,
@@ -205,6 +207,17 @@ async fn route(agent: &Arc<Agent>, who: Option<PeerIdentity>, req: Request<Incom
     match segments.as_slice() {
         ["healthz"] if get => Ok(Response::new(full("ok"))),
         ["pods"] if get => pods(agent).await,
+        ["stats", "summary"] if get => {
+            let summary = crate::stats::summary(agent).await.map_err(|e| HttpError::internal(format!("reading resource usage: {e:#}")))?;
+            Ok(json_body(&summary))
+        }
+        ["metrics", "resource"] if get => {
+            let text = crate::stats::resource_metrics(agent).await.map_err(|e| HttpError::internal(format!("reading resource usage: {e:#}")))?;
+            Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(full(text))
+                .expect("a header makes a valid response"))
+        }
         ["containerLogs", ns, pod, container] if get => {
             logs::serve(agent.clone(), ns, pod, container, &query_pairs(req.uri().query())).await
         }
@@ -224,11 +237,14 @@ async fn pods(agent: &Agent) -> Result<Response<Body>, HttpError> {
     let lp = ListParams::default().fields(&format!("spec.nodeName={}", agent.config.node_name));
     let list = api.list(&lp).await.map_err(|e| HttpError::internal(format!("listing pods: {e}")))?;
     let items: Vec<Value> = list.items.iter().filter_map(|p| serde_json::to_value(p).ok()).collect();
-    let body = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
-    Ok(Response::builder()
+    Ok(json_body(&json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})))
+}
+
+fn json_body(v: &Value) -> Response<Body> {
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(full(serde_json::to_vec(&body).unwrap_or_default()))
-        .expect("a header makes a valid response"))
+        .body(full(serde_json::to_vec(v).unwrap_or_default()))
+        .expect("a header makes a valid response")
 }
 
 /// A pod bound to this node, by namespace and name (upstream's

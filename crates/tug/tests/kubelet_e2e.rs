@@ -18,7 +18,8 @@
 //!   imagePullSecrets (dockerconfigjson from the pod, legacy dockercfg from
 //!   its ServiceAccount) pull from a registry with basic auth, which refuses
 //!   a pod without them; a configMap volume is updated in the running container;
-//! - (`streaming_through_the_api_server`) `kubectl logs` (-c, --tail,
+//! - (`streaming_through_the_api_server`) `kubectl top pod` and `top node`
+//!   (the kubelet's /stats/summary through metrics.k8s.io); `kubectl logs` (-c, --tail,
 //!   --timestamps, --limit-bytes, --previous, -f), `exec` (exit codes,
 //!   stdin), `attach -i` and `port-forward`, with kubectl 1.32 and 1.29,
 //!   through the API server and the kubelet's HTTPS server, and their errors.
@@ -343,6 +344,15 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// A memory quantity as metrics.k8s.io writes it ("1234Ki", "5Mi", "1000") in bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let units = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)];
+    match units.iter().find(|(s, _)| q.ends_with(s)) {
+        Some((s, unit)) => q.trim_end_matches(s).parse::<u64>().unwrap_or(0) * unit,
+        None => q.parse().unwrap_or(0),
+    }
 }
 
 fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
@@ -1483,6 +1493,31 @@ spec:
         node.kubectl(&["logs", "talker", "-c", "ticker", "--limit-bytes=3"]),
         logs[..3]
     );
+    // Resource usage: the kubelet's /stats/summary, read by the API server
+    // for metrics.k8s.io, as `kubectl top` shows it.
+    let resources = node.kubectl(&["api-resources", "--api-group=metrics.k8s.io", "--no-headers"]);
+    assert!(resources.contains("PodMetrics") && resources.contains("NodeMetrics"), "{resources}");
+    let top = node.wait_for("kubectl top pod talker", WAIT, || {
+        let out = node.server.kubectl(&["top", "pod", "talker", "--containers", "--no-headers"]);
+        let t = text(&out.stdout);
+        (out.status.success() && t.contains("ticker") && t.contains("echo")).then_some(t)
+    });
+    assert_eq!(top.lines().count(), 2, "one line per container: {top}");
+    let metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/talker"])).expect("PodMetrics JSON");
+    assert_eq!(metrics["kind"], "PodMetrics", "{metrics}");
+    for c in metrics["containers"].as_array().expect("containers") {
+        let memory = quantity_bytes(c["usage"]["memory"].as_str().unwrap_or(""));
+        // A shell and busybox httpd: some hundreds of KiB to a few MiB.
+        assert!(memory > 50_000 && memory < 100_000_000, "working set of {}: {c}", c["name"]);
+        assert!(c["usage"]["cpu"].as_str().is_some_and(|q| !q.is_empty()), "{c}");
+    }
+    let node_top = node.kubectl(&["top", "node", &node.name, "--no-headers"]);
+    assert!(node_top.starts_with(&node.name) && node_top.contains('%'), "{node_top}");
+    let node_metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", &format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", node.name)])).expect("NodeMetrics JSON");
+    assert!(quantity_bytes(node_metrics["usage"]["memory"].as_str().unwrap_or("")) > 10_000_000, "{node_metrics}");
+    let missing = node.server.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/no-such-pod"]);
+    assert!(!missing.status.success() && text(&missing.stderr).contains("NotFound"), "{}", text(&missing.stderr));
+
 
     // logs -f: a line written after kubectl started arrives while it runs.
     let last_before = tick(
