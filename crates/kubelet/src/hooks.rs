@@ -13,8 +13,8 @@
 //!   is left, but never less than [`MINIMUM_GRACE_SECONDS`] (so a hook
 //!   that overruns gives the container 2 s after SIGTERM), as upstream.
 //!
-//! HTTPS hooks are not supported (no TLS client in the agent): they fail
-//! with a message saying so.
+//! httpGet hooks with scheme HTTPS go over TLS and accept any certificate,
+//! as upstream's kubelet does.
 
 use std::time::{Duration, Instant};
 
@@ -125,9 +125,7 @@ pub async fn run_handler(
                 c.name
             )
         };
-        if g.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-            return Err(fail("HTTPS lifecycle hooks are not supported by this agent".into()));
-        }
+        let https = g.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
         let port = resolve_port(c, &g.port).map_err(fail)?;
         let host = g
             .host
@@ -143,7 +141,7 @@ pub async fn run_handler(
             .flatten()
             .map(|x| (x.name.clone(), x.value.clone()))
             .collect();
-        return crate::probes::http_get(&host, port, &path, &headers, crate::probes::LIFECYCLE_USER_AGENT)
+        return crate::probes::http_get(&host, port, &path, &headers, crate::probes::LIFECYCLE_USER_AGENT, https)
             .await
             .map(|_| ())
             .map_err(|e| fail(e.to_string()));
@@ -317,9 +315,12 @@ mod tests {
         let h: LifecycleHandler =
             serde_json::from_value(json!({"httpGet": {"port": dead}})).unwrap();
         assert!(run_handler(&h, &c, &t).await.is_err());
+        // HTTPS, to a server whose certificate nobody vouches for: accepted.
+        let (tls_port, seen) = crate::probes::tests::https_server().await;
         let h: LifecycleHandler =
-            serde_json::from_value(json!({"httpGet": {"port": port, "scheme": "HTTPS"}})).unwrap();
-        assert!(run_handler(&h, &c, &t).await.unwrap_err().contains("HTTPS"));
+            serde_json::from_value(json!({"httpGet": {"port": tls_port, "path": "hook", "scheme": "HTTPS"}})).unwrap();
+        run_handler(&h, &c, &t).await.unwrap();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1, "the hook went over TLS");
         let h: LifecycleHandler = serde_json::from_value(json!({"sleep": {"seconds": 1}})).unwrap();
         let start = Instant::now();
         run_handler(&h, &c, &t).await.unwrap();

@@ -5,8 +5,8 @@
 //! initialDelaySeconds, periodSeconds, timeoutSeconds, successThreshold and
 //! failureThreshold. Results are kept per container id; a change wakes the
 //! pod worker, which reports readiness and restarts containers whose
-//! liveness or startup probe failed. httpGet with scheme HTTPS is not
-//! supported yet.
+//! liveness or startup probe failed. httpGet with scheme HTTPS accepts any
+//! certificate, as upstream's prober does.
 
 use std::collections::HashMap;
 use std::io;
@@ -246,12 +246,14 @@ async fn check(p: &Probe, c: &Container, t: &Target, timeout: Duration) -> Resul
             .flatten()
             .map(|x| (x.name.clone(), x.value.clone()))
             .collect();
-        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers, PROBE_USER_AGENT)).await {
+        let https = h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+        let scheme = if https { "https" } else { "http" };
+        return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers, PROBE_USER_AGENT, https)).await {
             Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
             Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
-            Ok(Err(e)) => Err(format!("Get \"http://{host}:{port}{path}\": {e}")),
+            Ok(Err(e)) => Err(format!("Get \"{scheme}://{host}:{port}{path}\": {e}")),
             Err(_) => Err(format!(
-                "Get \"http://{host}:{port}{path}\": context deadline exceeded"
+                "Get \"{scheme}://{host}:{port}{path}\": context deadline exceeded"
             )),
         };
     }
@@ -272,16 +274,19 @@ async fn check(p: &Probe, c: &Container, t: &Target, timeout: Duration) -> Resul
 pub(crate) const PROBE_USER_AGENT: &str = "kube-probe/1.33";
 pub(crate) const LIFECYCLE_USER_AGENT: &str = "kube-lifecycle/1.33";
 
-/// A plain HTTP/1.1 GET (probes and lifecycle hooks); returns the status code.
+/// An HTTP/1.1 GET (probes and lifecycle hooks), over TLS when `https`
+/// (any server certificate accepted, as upstream's kubelet does: a pod's
+/// certificate is not the cluster's to vouch for); returns the status code.
 pub(crate) async fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     user_agent: &str,
+    https: bool,
 ) -> io::Result<u16> {
     let addr = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let mut s = tokio::net::TcpStream::connect(&addr).await?;
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -289,6 +294,20 @@ pub(crate) async fn http_get(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
+    if !https {
+        return exchange(tcp, &req).await;
+    }
+    static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let config = TLS.get_or_init(tug_pki::insecure_client_config).clone();
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let name = rustls::pki_types::ServerName::try_from(bare)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("host {host:?}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    exchange(tls, &req).await
+}
+
+/// Sends `req` and reads the status code of the answer.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, req: &str) -> io::Result<u16> {
     s.write_all(req.as_bytes()).await?;
     let mut buf = vec![0u8; 1024];
     let mut n = 0;
@@ -310,7 +329,7 @@ pub(crate) async fn http_get(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
@@ -334,11 +353,11 @@ mod tests {
             }
         });
         assert_eq!(
-            http_get("127.0.0.1", port, "/healthz", &[], PROBE_USER_AGENT).await.unwrap(),
+            http_get("127.0.0.1", port, "/healthz", &[], PROBE_USER_AGENT, false).await.unwrap(),
             200
         );
         assert_eq!(
-            http_get("127.0.0.1", port, "/other", &[], PROBE_USER_AGENT).await.unwrap(),
+            http_get("127.0.0.1", port, "/other", &[], PROBE_USER_AGENT, false).await.unwrap(),
             500
         );
         assert!(
@@ -355,5 +374,54 @@ mod tests {
             port
         );
         assert!(port_of(&c, &IntOrString::String("nope".into())).is_err());
+    }
+
+    /// An HTTPS server on 127.0.0.1 with a self-signed certificate (no CA
+    /// anyone trusts) that answers 200 for `/healthz` and 500 otherwise,
+    /// and counts the requests it decrypted.
+    pub(crate) async fn https_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let key = rcgen::generate_simple_self_signed(vec!["pod.example".to_string()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(key.cert.der().to_vec());
+        let private = rustls::pki_types::PrivateKeyDer::try_from(key.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(tug_pki::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], private)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                    let mut buf = [0u8; 512];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let code = if req.starts_with("GET /healthz ") || req.starts_with("GET /hook ") { "200 OK" } else { "500 Internal Server Error" };
+                    let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    /// scheme HTTPS: TLS, and any certificate is accepted (upstream's
+    /// prober skips verification); plain HTTP to a TLS port fails.
+    #[tokio::test]
+    async fn https_checks_accept_any_certificate() {
+        let (port, seen) = https_server().await;
+        assert_eq!(http_get("127.0.0.1", port, "/healthz", &[], PROBE_USER_AGENT, true).await.unwrap(), 200);
+        assert_eq!(http_get("127.0.0.1", port, "/other", &[], PROBE_USER_AGENT, true).await.unwrap(), 500);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2, "both requests went over TLS");
+        assert!(http_get("127.0.0.1", port, "/healthz", &[], PROBE_USER_AGENT, false).await.is_err(), "plain HTTP to a TLS server");
     }
 }

@@ -101,6 +101,74 @@ pub fn identity_from_cert(der: &[u8]) -> Option<PeerIdentity> {
     })
 }
 
+/// Accepts any server certificate, as upstream's kubelet does for HTTPS
+/// probes and lifecycle hooks (`InsecureSkipVerify`) and as an agent does
+/// for `/cacerts` (whose answer it checks against the token instead).
+/// Handshake signatures are still verified: the peer holds the key of the
+/// certificate it showed.
+#[derive(Debug)]
+pub struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl AcceptAnyServer {
+    pub fn new() -> AcceptAnyServer {
+        AcceptAnyServer(crypto_provider())
+    }
+}
+
+impl Default for AcceptAnyServer {
+    fn default() -> AcceptAnyServer {
+        AcceptAnyServer::new()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS client configuration (HTTP/1.1) that accepts any server
+/// certificate ([`AcceptAnyServer`]).
+pub fn insecure_client_config() -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer::new()))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// The ring provider; aws-lc-rs is deliberately not used anywhere in Tugboat.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, StatusCode, Uri, header};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -154,7 +154,8 @@ impl Endpoint {
 
 /// `GET /cacerts` without verifying the server, checked against the token.
 async fn fetch_ca(ep: &Endpoint, token: &NodeToken) -> Result<String, JoinError> {
-    let tls = tls_config(Arc::new(AcceptAnyServer(tug_pki::crypto_provider())));
+    // Any certificate: the answer is checked against the token's hash instead.
+    let tls = tls_config(Arc::new(tug_pki::AcceptAnyServer::new()));
     let (status, body) = request(ep, tls, Method::GET, tug_pki::CACERTS_PATH, &[]).await?;
     if !status.is_success() {
         return Err(refusal(status, &body, tug_pki::CACERTS_PATH));
@@ -291,47 +292,6 @@ fn is_certificate_error(e: &anyhow::Error) -> bool {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
     })
-}
-
-/// Accepts any server certificate (only for `/cacerts`, whose answer is
-/// checked against the token instead); handshake signatures are still
-/// verified.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
