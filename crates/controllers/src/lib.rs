@@ -50,6 +50,10 @@
 //! - [`resourcequota`]: upstream's `pkg/controller/resourcequota`:
 //!   ResourceQuota `status.hard` and `status.used`, recounted on deletions
 //!   and every five minutes (the API server's admission charges creates).
+//! - [`persistentvolume`]: upstream's `pkg/controller/volume/persistentvolume`
+//!   (`persistentvolume-binder`): binds claims to the smallest fitting
+//!   statically provisioned PersistentVolume, releases volumes whose claim
+//!   is deleted.
 //!
 //! [`run_all`] runs them together until a shutdown signal;
 //! [`run_all_with`] with a [`ControllerConfig`] (kube-controller-manager's
@@ -72,6 +76,7 @@ pub mod kit;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistentvolume;
 pub mod pod_control;
 pub mod pod_gc;
 pub mod queue;
@@ -120,6 +125,7 @@ pub async fn run_all_with(client: kube::Client, config: ControllerConfig, shutdo
     let serviceaccount = serviceaccount::run_shared(client.clone(), Default::default(), informers.clone());
     let disruption = disruption::run_shared(client.clone(), Default::default(), informers.clone());
     let resourcequota = resourcequota::run_shared(client.clone(), Default::default(), informers.clone());
+    let pv_binder = persistentvolume::run_shared(client.clone(), Default::default(), informers.clone());
     tokio::select! {
         _ = shutdown => {
             tracing::info!("controllers shutting down");
@@ -140,6 +146,7 @@ pub async fn run_all_with(client: kube::Client, config: ControllerConfig, shutdo
         r = serviceaccount => r.context("serviceaccount controller stopped"),
         r = disruption => r.context("disruption controller stopped"),
         r = resourcequota => r.context("resource quota controller stopped"),
+        r = pv_binder => r.context("persistentvolume-binder controller stopped"),
     }
 }
 

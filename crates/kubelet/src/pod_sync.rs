@@ -1411,12 +1411,14 @@ impl Worker {
                 v
             }
             Err(m) => {
-                self.event(
-                    EventType::Warning,
-                    "FailedMount",
-                    format!("MountVolume.SetUp failed: {m}"),
-                )
-                .await;
+                // Claims that cannot be resolved carry upstream's own
+                // "Unable to attach or mount volumes" wording already.
+                let msg = if m.starts_with("Unable to attach or mount volumes") {
+                    m.clone()
+                } else {
+                    format!("MountVolume.SetUp failed: {m}")
+                };
+                self.event(EventType::Warning, "FailedMount", msg).await;
                 return Err(("ContainerCreating".to_string(), m));
             }
         };

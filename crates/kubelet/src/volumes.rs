@@ -1,5 +1,7 @@
 //! Pod volumes on the node: emptyDir (a directory under the pod's dir, or a
-//! tmpfs for `medium: Memory`), hostPath (with its type checks), configMap,
+//! tmpfs for `medium: Memory`), hostPath (with its type checks),
+//! persistentVolumeClaim (the claim's bound PV's `hostPath` or `local` path,
+//! mounted as a hostPath volume), configMap,
 //! secret and downwardAPI (files written under the pod's dir), and the
 //! configMap/secret/downwardAPI sources of projected volumes. Each becomes
 //! a bind mount (CRI Mount) of the containers that mount it. The files of
@@ -15,7 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret,
 };
 use kube::api::Api;
 
@@ -303,6 +306,84 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
+/// A hostPath volume's directory or file, after its `type` check.
+fn host_path(path: &str, type_: Option<&str>) -> Result<PathBuf, String> {
+    let p = PathBuf::from(path);
+    match type_.unwrap_or("") {
+        "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(|e| e.to_string())?,
+        "FileOrCreate" if !p.exists() => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&p, b"").map_err(|e| e.to_string())?;
+        }
+        "Directory" if !p.is_dir() => {
+            return Err(format!(
+                "hostPath type check failed: {} is not a directory",
+                path
+            ));
+        }
+        "File" if !p.is_file() => {
+            return Err(format!(
+                "hostPath type check failed: {} is not a file",
+                path
+            ));
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// The message upstream's kubelet gives a volume it could not process
+/// (`WaitForAttachAndMount`), as the FailedMount event shows it.
+pub fn unable_to_mount(volume: &str, detail: &str) -> String {
+    format!("Unable to attach or mount volumes: unmounted volumes=[{volume}], unattached volumes=[{volume}], failed to process volumes=[{volume}]: {detail}")
+}
+
+/// A persistentVolumeClaim volume: the claim (in the pod's namespace) →
+/// its bound PersistentVolume → the PV's `hostPath` or `local` path, used
+/// as a hostPath volume would be. `Err` is upstream's reason (the claim is
+/// missing or not bound, the PV is missing, bound elsewhere or of a type
+/// Tugboat cannot mount).
+async fn claim_path(client: &kube::Client, ns: &str, claim: &str) -> Result<PathBuf, String> {
+    let ctx = format!("error processing PVC {ns}/{claim}");
+    let api_msg = |e: kube::Error| match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message,
+        other => other.to_string(),
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs.get(claim).await.map_err(|e| format!("{ctx}: failed to fetch PVC from API server: {}", api_msg(e)))?;
+    let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+    if pv_name.is_empty() || phase != "Bound" {
+        return Err(format!("{ctx}: PVC is not bound"));
+    }
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs.get(&pv_name).await.map_err(|e| format!("{ctx}: failed to fetch PV {pv_name} from API server: {}", api_msg(e)))?;
+    let spec = pv.spec.unwrap_or_default();
+    let Some(r) = spec.claim_ref.as_ref() else {
+        return Err(format!("{ctx}: found PV object {pv_name} but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim"));
+    };
+    if r.uid != pvc.metadata.uid {
+        return Err(format!(
+            "{ctx}: found PV object {pv_name} but its pv.Spec.ClaimRef.UID {} does not point to claim.UID {}",
+            r.uid.as_deref().unwrap_or(""),
+            pvc.metadata.uid.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(h) = &spec.host_path {
+        host_path(&h.path, h.type_.as_deref())
+    } else if let Some(l) = &spec.local {
+        let p = PathBuf::from(&l.path);
+        if !p.exists() {
+            return Err(format!("MountVolume.NewMounter initialization failed for volume \"{pv_name}\" : path \"{}\" does not exist", l.path));
+        }
+        Ok(p)
+    } else {
+        Err(format!("{ctx}: failed to get Plugin from volumeSpec for volume \"{pv_name}\" err=no volume plugin matched (Tugboat mounts hostPath and local volumes only)"))
+    }
+}
+
 /// Sets up every volume of the pod; `Err` is the message of a FailedMount.
 pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<Volumes, String> {
     let (ns, _, _) = meta(pod);
@@ -320,30 +401,9 @@ pub async fn prepare(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result
             }
             d
         } else if let Some(h) = &v.host_path {
-            let p = PathBuf::from(&h.path);
-            match h.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(|e| e.to_string())?,
-                "FileOrCreate" if !p.exists() => {
-                    if let Some(parent) = p.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                    }
-                    std::fs::write(&p, b"").map_err(|e| e.to_string())?;
-                }
-                "Directory" if !p.is_dir() => {
-                    return Err(format!(
-                        "hostPath type check failed: {} is not a directory",
-                        h.path
-                    ));
-                }
-                "File" if !p.is_file() => {
-                    return Err(format!(
-                        "hostPath type check failed: {} is not a file",
-                        h.path
-                    ));
-                }
-                _ => {}
-            }
-            p
+            host_path(&h.path, h.type_.as_deref())?
+        } else if let Some(c) = &v.persistent_volume_claim {
+            claim_path(client, ns, &c.claim_name).await.map_err(|detail| unable_to_mount(&v.name, &detail))?
         } else if let Some(c) = &v.config_map {
             let mode = c.default_mode.unwrap_or(0o644) as u32;
             let d = dir("configmap");
@@ -436,6 +496,7 @@ pub fn mounts(
                     || v.secret.is_some()
                     || v.downward_api.is_some()
                     || v.projected.is_some()
+                    || v.persistent_volume_claim.as_ref().is_some_and(|c| c.read_only == Some(true))
             })
     };
     let mut out = Vec::new();

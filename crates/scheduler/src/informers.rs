@@ -1,12 +1,13 @@
 //! Watches (kube-runtime watchers: one LIST, then WATCH, re-listing only
-//! when the watch is lost) on Nodes, Pods and Namespaces, turned into cache
+//! when the watch is lost) on Nodes, Pods, Namespaces, and the
+//! PersistentVolumeClaims and PersistentVolumes VolumeBinding reads, turned into cache
 //! updates and queue moves, as upstream's `eventhandlers.go`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -275,6 +276,66 @@ pub(crate) async fn watch_namespaces(shared: Arc<Shared>, synced: oneshot::Sende
         },
         synced,
         "namespaces",
+    )
+    .await
+}
+
+pub(crate) async fn watch_claims(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
+    use crate::plugins::volume_binding::EVENT_PVC_CHANGE;
+    let api: Api<PersistentVolumeClaim> = Api::all(shared.client.clone());
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
+    drive(
+        api,
+        move |mut c: PersistentVolumeClaim| {
+            c.metadata.managed_fields = None;
+            s1.volumes.set_claim(c);
+            s1.queue.move_all_to_active_or_backoff(EVENT_PVC_CHANGE);
+        },
+        move |c: PersistentVolumeClaim| s2.volumes.remove_claim(&format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())),
+        move || {
+            s3.volumes
+                .claim_keys()
+                .into_iter()
+                .map(|k| {
+                    let (ns, name) = k.split_once('/').unwrap_or(("", k.as_str()));
+                    let obj = PersistentVolumeClaim {
+                        metadata: kube::api::ObjectMeta { name: Some(name.to_string()), namespace: Some(ns.to_string()), ..Default::default() },
+                        ..Default::default()
+                    };
+                    (k.clone(), Some(obj))
+                })
+                .collect()
+        },
+        synced,
+        "persistentvolumeclaims",
+    )
+    .await
+}
+
+pub(crate) async fn watch_volumes(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
+    use crate::plugins::volume_binding::EVENT_PV_CHANGE;
+    let api: Api<PersistentVolume> = Api::all(shared.client.clone());
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
+    drive(
+        api,
+        move |mut v: PersistentVolume| {
+            v.metadata.managed_fields = None;
+            s1.volumes.set_volume(v);
+            s1.queue.move_all_to_active_or_backoff(EVENT_PV_CHANGE);
+        },
+        move |v: PersistentVolume| s2.volumes.remove_volume(&v.name_any()),
+        move || {
+            s3.volumes
+                .volume_names()
+                .into_iter()
+                .map(|n| {
+                    let obj = PersistentVolume { metadata: kube::api::ObjectMeta { name: Some(n.clone()), ..Default::default() }, ..Default::default() };
+                    (n, Some(obj))
+                })
+                .collect()
+        },
+        synced,
+        "persistentvolumes",
     )
     .await
 }

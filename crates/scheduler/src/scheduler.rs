@@ -17,6 +17,7 @@ use crate::cache::Cache;
 use crate::events::{self, EventRecorder, SchedulingCondition};
 use crate::framework::{CycleState, Framework, PodInfo, PostFilterResult, QueuedPodInfo, Status, EVENT_ASSIGNED_POD_DELETE};
 use crate::helpers;
+use crate::plugins::volume_binding::VolumeListers;
 use crate::queue::{QueueConfig, SchedulingQueue};
 use crate::{informers, Metrics, SchedulerConfig};
 
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub queue: SchedulingQueue,
     /// Every pod by `namespace/name` (upstream's pod lister).
     pub pods: Mutex<HashMap<String, Arc<Pod>>>,
+    /// Claims and volumes, for VolumeBinding.
+    pub volumes: Arc<VolumeListers>,
     pub events: Arc<EventRecorder>,
     pub metrics: Arc<Metrics>,
 }
@@ -41,7 +44,8 @@ pub(crate) struct Instance {
 
 impl Instance {
     pub fn start(client: Client, config: SchedulerConfig, identity: &str) -> Instance {
-        let mut fwk = crate::plugins::default_framework(client.clone(), config.percentage_of_nodes_to_score);
+        let volumes = Arc::new(VolumeListers::default());
+        let mut fwk = crate::plugins::default_framework_with(client.clone(), config.percentage_of_nodes_to_score, volumes.clone());
         fwk.profile_name = config.scheduler_name.clone();
         if config.disable_preemption {
             fwk.post_filter.clear();
@@ -58,21 +62,28 @@ impl Instance {
             cache: Mutex::new(Cache::new(config.assumed_pod_ttl)),
             queue,
             pods: Mutex::new(HashMap::new()),
+            volumes,
             config,
         });
         let mut tasks = JoinSet::new();
         let (nodes_tx, nodes_rx) = oneshot::channel();
         let (pods_tx, pods_rx) = oneshot::channel();
         let (ns_tx, ns_rx) = oneshot::channel();
+        let (pvc_tx, pvc_rx) = oneshot::channel();
+        let (pv_tx, pv_rx) = oneshot::channel();
         tasks.spawn(informers::watch_nodes(shared.clone(), nodes_tx));
         tasks.spawn(informers::watch_pods(shared.clone(), pods_tx));
         tasks.spawn(informers::watch_namespaces(shared.clone(), ns_tx));
+        tasks.spawn(informers::watch_claims(shared.clone(), pvc_tx));
+        tasks.spawn(informers::watch_volumes(shared.clone(), pv_tx));
         let s = shared.clone();
         tasks.spawn(async move {
             // Upstream's WaitForCacheSync before the first cycle.
             let _ = nodes_rx.await;
             let _ = pods_rx.await;
             let _ = ns_rx.await;
+            let _ = pvc_rx.await;
+            let _ = pv_rx.await;
             tracing::info!(scheduler = %s.config.scheduler_name, "caches synced; scheduling");
             scheduling_loop(s).await
         });

@@ -389,3 +389,58 @@ async fn a_scheduler_that_loses_its_lease_stops_binding() {
     let pods: Vec<Pod> = c.pods().list(&ListParams::default()).await.unwrap().items;
     assert!(pods.iter().all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_wait_for_bound_claims_and_follow_local_volume_affinity() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let c = Cluster::start().await;
+    c.create_node("node-a", "2", "4Gi", json!({"zone": "a"}), json!([])).await;
+    c.create_node("node-b", "2", "4Gi", json!({"zone": "b"}), json!([])).await;
+    let _sched = c.start_scheduler(SchedulerConfig::default());
+    let mut p = pod("db", "100m");
+    p["spec"]["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    c.create_pod(p).await;
+
+    // The claim does not exist.
+    let msg = c.wait_event("db", "FailedScheduling").await;
+    assert!(msg.starts_with("0/2 nodes are available: persistentvolumeclaim \"data\" not found."), "{msg}");
+
+    // It exists but nothing binds it (the server's binder finds no volume).
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    let claim = json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "local", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    pvcs.create(&Default::default(), &serde_json::from_value(claim).unwrap()).await.expect("create claim");
+    c.wait_for("the unbound-claim message", Duration::from_secs(30), || async {
+        c.events_for("db", "FailedScheduling")
+            .await
+            .into_iter()
+            .filter_map(|e| e.message)
+            .find(|m| m.starts_with("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."))
+    })
+    .await;
+    assert_eq!(c.node_of("db").await, None);
+
+    // A local volume on zone b: bound to the claim, it takes the pod there.
+    let pvs: Api<PersistentVolume> = Api::all(c.client.clone());
+    let pv = json!({
+        "metadata": {"name": "local-b"},
+        "spec": {
+            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+            "local": {"path": "/mnt/disks/b"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}},
+        },
+    });
+    pvs.create(&Default::default(), &serde_json::from_value(pv).unwrap()).await.expect("create volume");
+    assert_eq!(c.wait_bound("db").await, "node-b");
+
+    // A second pod on the same claim goes to node-b too, even when asked
+    // to avoid it: node-a is a volume node affinity conflict.
+    let mut p = pod("db-2", "100m");
+    p["spec"]["volumes"] = json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    p["spec"]["nodeSelector"] = json!({"zone": "a"});
+    c.create_pod(p).await;
+    let msg = c.wait_event("db-2", "FailedScheduling").await;
+    assert!(
+        msg.starts_with("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had volume node affinity conflict."),
+        "{msg}"
+    );
+}

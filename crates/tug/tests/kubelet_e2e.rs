@@ -998,6 +998,12 @@ fn hooks_pull_secrets_and_volume_updates() {
         .tempdir()
         .expect("temp dir");
     let hooks = host_dir.path().to_string_lossy().into_owned();
+    // The directory of a hostPath PersistentVolume, removed on drop.
+    let pv_dir = tempfile::Builder::new()
+        .prefix("tug-pv-")
+        .tempdir()
+        .expect("temp dir");
+    let pv_path = pv_dir.path().to_string_lossy().into_owned();
     let (hook_port, hook_requests) = hook_listener();
     let read = |f: &str| std::fs::read_to_string(host_dir.path().join(f)).unwrap_or_default();
 
@@ -1132,8 +1138,57 @@ spec:
   serviceAccountName: puller
   containers:
   - {{name: c, image: "{private}", imagePullPolicy: Always, command: ["sleep", "3600"]}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: e2e-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  hostPath: {{path: "{pv_path}"}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: e2e-claim}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 500Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pvc-writer}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: e2e-claim}}}}
+  - {{name: ro, persistentVolumeClaim: {{claimName: e2e-claim, readOnly: true}}}}
+  containers:
+  - name: c
+    image: {image}
+    command: ["sh", "-c", "echo through-claim > /data/hello; if touch /ro/probe 2>/dev/null; then echo writable > /data/ro; else echo readonly > /data/ro; fi; sleep 3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}, {{name: ro, mountPath: /ro}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pvc-missing}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: nonexistent}}}}]
+  containers:
+  - {{name: c, image: {image}, command: ["sleep", "3600"], volumeMounts: [{{name: data, mountPath: /data}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: pvc-missing-bound}}
+spec:
+  terminationGracePeriodSeconds: 0
+  nodeName: {node_name}
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: nonexistent}}}}]
+  containers:
+  - {{name: c, image: {image}, command: ["sleep", "3600"], volumeMounts: [{{name: data, mountPath: /data}}]}}
 "#,
-        registry = auth.addr
+        registry = auth.addr,
+        node_name = node.name
     ));
     let running = |name: &str| {
         node.wait_for(&format!("{name} to be Running"), WAIT, || {
@@ -1205,6 +1260,33 @@ spec:
         container_status(&after, "c").unwrap()["containerID"],
         "the container was restarted instead of updated in place"
     );
+
+    // A persistentVolumeClaim volume: the claim is bound to the hostPath
+    // PV, the pod scheduled and started, and what it writes through the
+    // claim lands in the PV's directory on the host; `readOnly` holds.
+    running("pvc-writer");
+    let pv_read = |f: &str| std::fs::read_to_string(pv_dir.path().join(f)).unwrap_or_default();
+    node.wait_for("the file written through the claim", WAIT, || {
+        (pv_read("hello").trim() == "through-claim" && !pv_read("ro").is_empty()).then_some(())
+    });
+    assert_eq!(pv_read("ro").trim(), "readonly", "a readOnly claim mount was writable");
+    let claim: Value = serde_json::from_str(&node.kubectl(&["get", "pvc", "e2e-claim", "-o", "json"])).unwrap();
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+    assert_eq!(claim["spec"]["volumeName"], "e2e-pv", "{claim}");
+    // A claim that does not exist: the scheduler keeps the pod Pending; a
+    // pod bound to the node anyway does not start (FailedMount, retried).
+    node.wait_for("pvc-missing to be unschedulable", WAIT, || {
+        events_of(&node, "pvc-missing")
+            .contains(r#"persistentvolumeclaim \"nonexistent\" not found"#)
+            .then_some(())
+    });
+    assert!(node.pod("pvc-missing")["spec"]["nodeName"].is_null());
+    node.wait_for("pvc-missing-bound's FailedMount", WAIT, || {
+        let ev = events_of(&node, "pvc-missing-bound");
+        (ev.contains("FailedMount") && ev.contains("Unable to attach or mount volumes") && ev.contains(r#"persistentvolumeclaims \"nonexistent\" not found"#))
+            .then_some(())
+    });
+    assert_eq!(node.pod("pvc-missing-bound")["status"]["phase"], "Pending");
 
     // preStop on deletion, within the grace period.
     let pods = ["hooks", "hooks-overrun", "hooks-http"];
@@ -1411,6 +1493,31 @@ spec:
         let p = node.pod("talker");
         (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
     });
+    // Resource usage: the kubelet's /stats/summary, read by the API server
+    // for metrics.k8s.io, as `kubectl top` shows it.
+    let resources = node.kubectl(&["api-resources", "--api-group=metrics.k8s.io", "--no-headers"]);
+    assert!(resources.contains("PodMetrics") && resources.contains("NodeMetrics"), "{resources}");
+    let top = node.wait_for("kubectl top pod talker", WAIT, || {
+        let out = node.server.kubectl(&["top", "pod", "talker", "--containers", "--no-headers"]);
+        let t = text(&out.stdout);
+        (out.status.success() && t.contains("ticker") && t.contains("echo")).then_some(t)
+    });
+    assert_eq!(top.lines().count(), 2, "one line per container: {top}");
+    let metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/talker"])).expect("PodMetrics JSON");
+    assert_eq!(metrics["kind"], "PodMetrics", "{metrics}");
+    for c in metrics["containers"].as_array().expect("containers") {
+        let memory = quantity_bytes(c["usage"]["memory"].as_str().unwrap_or(""));
+        // A shell and busybox httpd: some hundreds of KiB to a few MiB.
+        assert!(memory > 50_000 && memory < 100_000_000, "working set of {}: {c}", c["name"]);
+        assert!(c["usage"]["cpu"].as_str().is_some_and(|q| !q.is_empty()), "{c}");
+    }
+    let node_top = node.kubectl(&["top", "node", &node.name, "--no-headers"]);
+    assert!(node_top.starts_with(&node.name) && node_top.contains('%'), "{node_top}");
+    let node_metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", &format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", node.name)])).expect("NodeMetrics JSON");
+    assert!(quantity_bytes(node_metrics["usage"]["memory"].as_str().unwrap_or("")) > 10_000_000, "{node_metrics}");
+    let missing = node.server.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/no-such-pod"]);
+    assert!(!missing.status.success() && text(&missing.stderr).contains("NotFound"), "{}", text(&missing.stderr));
+
     let fails = |args: &[&str]| -> String {
         let out = node.server.kubectl(args);
         assert!(
@@ -1493,31 +1600,6 @@ spec:
         node.kubectl(&["logs", "talker", "-c", "ticker", "--limit-bytes=3"]),
         logs[..3]
     );
-    // Resource usage: the kubelet's /stats/summary, read by the API server
-    // for metrics.k8s.io, as `kubectl top` shows it.
-    let resources = node.kubectl(&["api-resources", "--api-group=metrics.k8s.io", "--no-headers"]);
-    assert!(resources.contains("PodMetrics") && resources.contains("NodeMetrics"), "{resources}");
-    let top = node.wait_for("kubectl top pod talker", WAIT, || {
-        let out = node.server.kubectl(&["top", "pod", "talker", "--containers", "--no-headers"]);
-        let t = text(&out.stdout);
-        (out.status.success() && t.contains("ticker") && t.contains("echo")).then_some(t)
-    });
-    assert_eq!(top.lines().count(), 2, "one line per container: {top}");
-    let metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/talker"])).expect("PodMetrics JSON");
-    assert_eq!(metrics["kind"], "PodMetrics", "{metrics}");
-    for c in metrics["containers"].as_array().expect("containers") {
-        let memory = quantity_bytes(c["usage"]["memory"].as_str().unwrap_or(""));
-        // A shell and busybox httpd: some hundreds of KiB to a few MiB.
-        assert!(memory > 50_000 && memory < 100_000_000, "working set of {}: {c}", c["name"]);
-        assert!(c["usage"]["cpu"].as_str().is_some_and(|q| !q.is_empty()), "{c}");
-    }
-    let node_top = node.kubectl(&["top", "node", &node.name, "--no-headers"]);
-    assert!(node_top.starts_with(&node.name) && node_top.contains('%'), "{node_top}");
-    let node_metrics: Value = serde_json::from_str(&node.kubectl(&["get", "--raw", &format!("/apis/metrics.k8s.io/v1beta1/nodes/{}", node.name)])).expect("NodeMetrics JSON");
-    assert!(quantity_bytes(node_metrics["usage"]["memory"].as_str().unwrap_or("")) > 10_000_000, "{node_metrics}");
-    let missing = node.server.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/no-such-pod"]);
-    assert!(!missing.status.success() && text(&missing.stderr).contains("NotFound"), "{}", text(&missing.stderr));
-
 
     // logs -f: a line written after kubectl started arrives while it runs.
     let last_before = tick(

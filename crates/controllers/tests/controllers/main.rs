@@ -17,6 +17,7 @@ mod leader_election;
 mod namespace;
 mod node_ipam;
 mod node_lifecycle;
+mod persistentvolume;
 mod pod_gc;
 mod replicaset;
 mod resourcequota;

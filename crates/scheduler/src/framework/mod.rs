@@ -254,6 +254,8 @@ pub enum EventResource {
     Node,
     AssignedPod,
     UnscheduledPod,
+    PersistentVolumeClaim,
+    PersistentVolume,
     /// Matches every plugin (timeouts, forced moves).
     WildCard,
 }
