@@ -135,10 +135,23 @@ fn value(v: &Option<cri::UInt64Value>) -> Option<u64> {
     v.as_ref().map(|v| v.value)
 }
 
+/// A pod as the summary names it: namespace, name, UID.
+type PodRef = (String, String, String);
+
+/// A pod's sums over its containers.
+#[derive(Clone, Copy, Default)]
+struct PodTotals {
+    nano_cores: u64,
+    core_ns: u64,
+    working_set: u64,
+    /// Whether any container had a CPU rate.
+    has_rate: bool,
+}
+
 /// One running container's reading.
 struct ContainerReading {
     name: String,
-    pod: (String, String, String),
+    pod: PodRef,
     started_ns: i64,
     at_ns: i64,
     core_ns: Option<u64>,
@@ -237,8 +250,8 @@ pub async fn summary(agent: &Agent) -> anyhow::Result<Value> {
     sampler.retain(&|k| live.contains(k));
     let now = time_of(at_ns);
     let node_rate = sampler.rate(NODE_KEY, at_ns, node.core_ns);
-    let mut pods: BTreeMap<(String, String, String), Vec<Value>> = BTreeMap::new();
-    let mut pod_totals: HashMap<(String, String, String), (u64, u64, u64, bool)> = HashMap::new();
+    let mut pods: BTreeMap<PodRef, Vec<Value>> = BTreeMap::new();
+    let mut pod_totals: HashMap<PodRef, PodTotals> = HashMap::new();
     for r in &readings {
         let key = container_key(r);
         let rate = match r.core_ns {
@@ -253,15 +266,15 @@ pub async fn summary(agent: &Agent) -> anyhow::Result<Value> {
             "memory": memory_json(&time, r.working_set, r.usage, r.rss, None),
         }));
         let t = pod_totals.entry(r.pod.clone()).or_default();
-        t.0 += rate.unwrap_or(0);
-        t.1 += r.core_ns.unwrap_or(0);
-        t.2 += r.working_set.unwrap_or(0);
-        t.3 |= rate.is_some();
+        t.nano_cores += rate.unwrap_or(0);
+        t.core_ns += r.core_ns.unwrap_or(0);
+        t.working_set += r.working_set.unwrap_or(0);
+        t.has_rate |= rate.is_some();
     }
     let pods: Vec<Value> = pods
         .into_iter()
         .map(|(pod, containers)| {
-            let (nano_cores, core_ns, working_set, has_rate) = pod_totals.get(&pod).copied().unwrap_or_default();
+            let PodTotals { nano_cores, core_ns, working_set, has_rate } = pod_totals.get(&pod).copied().unwrap_or_default();
             let started = pod_started.get(&pod.2).copied().unwrap_or(at_ns);
             json!({
                 "podRef": {"namespace": pod.0, "name": pod.1, "uid": pod.2},
@@ -346,13 +359,13 @@ pub async fn resource_metrics(agent: &Agent) -> anyhow::Result<String> {
         "Current working set of the node in bytes",
         vec![(String::new(), node.memory_working_set as f64, ms(at_ns))],
     );
-    let mut pods: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    let mut pods: BTreeMap<PodRef, (u64, u64)> = BTreeMap::new();
     for r in &readings {
         let t = pods.entry(r.pod.clone()).or_default();
         t.0 += r.core_ns.unwrap_or(0);
         t.1 += r.working_set.unwrap_or(0);
     }
-    let pod_labels = |p: &(String, String, String)| format!("{{namespace=\"{}\",pod=\"{}\"}}", escape_label(&p.0), escape_label(&p.1));
+    let pod_labels = |p: &PodRef| format!("{{namespace=\"{}\",pod=\"{}\"}}", escape_label(&p.0), escape_label(&p.1));
     family(
         "pod_cpu_usage_seconds_total",
         "counter",
