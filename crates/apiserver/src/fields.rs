@@ -61,23 +61,22 @@ fn walk_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, path: &mut
     path.push(format!("f:{k}"));
     match v {
         Value::Array(items) if !items.is_empty() => {
-            let strategy = schemas.patch_strategy(schema, k);
             let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
-            match (&strategy.merge_key, strategy.merge) {
-                (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
+            match list_shape(schemas, schema, k, items) {
+                ListShape::Keyed(key) => {
                     for item in items {
-                        path.push(item_key(item, key));
+                        path.push(item_key(item, &key));
                         out.insert(with(path, "."));
                         walk(item, item_schema, schemas, path, out);
                         path.pop();
                     }
                 }
-                (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                ListShape::Set => {
                     for item in items {
                         out.insert(with(path, &format!("v:{item}")));
                     }
                 }
-                _ => {
+                ListShape::Atomic => {
                     out.insert(path.clone());
                 }
             }
@@ -85,6 +84,24 @@ fn walk_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, path: &mut
         _ => walk(v, child, schemas, path, out),
     }
     path.pop();
+}
+
+/// How the members of a non-empty list are owned: each element by its merge
+/// key, each value of a set of scalars, or the list as one (atomic) field.
+enum ListShape {
+    Keyed(String),
+    Set,
+    Atomic,
+}
+
+/// The shape of list member `k` of an object whose type is `schema`.
+fn list_shape(schemas: &Schemas, schema: &Value, k: &str, items: &[Value]) -> ListShape {
+    let strategy = schemas.patch_strategy(schema, k);
+    match (strategy.merge_key, strategy.merge) {
+        (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => ListShape::Keyed(key),
+        (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => ListShape::Set,
+        _ => ListShape::Atomic,
+    }
 }
 
 /// Metadata fields no manager owns (see [`is_unowned`]).
@@ -251,22 +268,21 @@ fn tree_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, parent: &m
     let node = object_at(parent, format!("f:{k}"));
     match v {
         Value::Array(items) if !items.is_empty() => {
-            let strategy = schemas.patch_strategy(schema, k);
             let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
-            match (&strategy.merge_key, strategy.merge) {
-                (Some(key), _) if items.iter().all(|i| i.get(key.as_str()).is_some()) => {
+            match list_shape(schemas, schema, k, items) {
+                ListShape::Keyed(key) => {
                     for item in items {
-                        let item_node = object_at(node, item_key(item, key));
+                        let item_node = object_at(node, item_key(item, &key));
                         item_node.insert(".".into(), json!({}));
                         tree(item, item_schema, schemas, item_node);
                     }
                 }
-                (None, true) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                ListShape::Set => {
                     for item in items {
                         node.insert(format!("v:{item}"), json!({}));
                     }
                 }
-                _ => {}
+                ListShape::Atomic => {}
             }
         }
         _ => tree(v, child_schema, schemas, node),
