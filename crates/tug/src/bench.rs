@@ -854,6 +854,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 // ---------------------------------------------------------------------------
 // Output
 
+/// A goal's cell: met, missed, or not measured.
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "n/a",
+    }
+}
+
 fn fmt_us(us: Option<u64>) -> String {
     match us {
         None => "–".into(),
@@ -1144,7 +1153,7 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
         for (_, r) in results {
             cells.push(Cell::new((row.cell)(r)).set_alignment(CellAlignment::Right));
         }
-        let verdict = match &row.check {
+        let pass_fail = match &row.check {
             None => String::new(),
             Some((check, applies)) => {
                 let parts: Vec<(Backend, Option<bool>)> = results
@@ -1152,23 +1161,18 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
                     .filter(|(b, _)| applies.contains(b))
                     .map(|(b, r)| (*b, check(r)))
                     .collect();
-                let word = |v: Option<bool>| match v {
-                    Some(true) => "PASS",
-                    Some(false) => "FAIL",
-                    None => "n/a",
-                };
                 match parts.as_slice() {
                     [] => "n/a".into(),
-                    [(_, v)] if applies.len() == 1 => word(*v).into(),
+                    [(_, v)] if applies.len() == 1 => verdict(*v).into(),
                     _ => parts
                         .iter()
-                        .map(|(b, v)| format!("{}: {}", format!("{b:?}").to_lowercase(), word(*v)))
+                        .map(|(b, v)| format!("{}: {}", format!("{b:?}").to_lowercase(), verdict(*v)))
                         .collect::<Vec<_>>()
                         .join(", "),
                 }
             }
         };
-        cells.push(Cell::new(verdict));
+        cells.push(Cell::new(pass_fail));
         table.add_row(cells);
     }
     println!("{table}");

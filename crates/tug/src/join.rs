@@ -26,8 +26,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, StatusCode, Uri, header};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
 use tug_pki::NodeToken;
 
 /// Where the agent keeps the kubeconfig it got by joining, under its data dir.

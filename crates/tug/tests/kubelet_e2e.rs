@@ -263,27 +263,8 @@ impl Node {
     }
 
     fn apply(&self, yaml: &str) {
-        let mut child = self
-            .server
-            .kubectl_cmd(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}\n{}",
-            text(&out.stderr),
-            self.logs()
-        );
+        let (_, stderr, code) = run_with_input(self.server.kubectl_cmd(&["apply", "-f", "-"]), yaml);
+        assert!(code == Some(0), "kubectl apply failed: {stderr}\n{}", self.logs());
     }
 
     fn pod(&self, name: &str) -> Value {

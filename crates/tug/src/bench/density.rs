@@ -466,15 +466,10 @@ async fn run_density(a: &DensityBenchArgs, pods: usize, r: &mut Outcome) -> anyh
 fn print_report(a: &DensityBenchArgs, pods: usize, r: &Outcome, total: Duration, load_start: &str) {
     let na = || "–".to_string();
     let secs = |d: Option<Duration>| d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(na);
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "PASS",
-        Some(false) => "FAIL",
-        None => "n/a",
-    };
     let header: Vec<String> = ["metric", "goal", "result", "pass/fail"].iter().map(|s| s.to_string()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut add = |m: &str, goal: &str, v: String, ok: Option<Option<bool>>| {
-        rows.push(vec![m.into(), goal.into(), v, ok.map(verdict).unwrap_or("").into()]);
+        rows.push(vec![m.into(), goal.into(), v, ok.map(super::verdict).unwrap_or("").into()]);
     };
     add("hollow nodes", "", fmt_count(a.nodes), None);
     add(

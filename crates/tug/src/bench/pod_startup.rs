@@ -714,15 +714,10 @@ fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
 }
 
 fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_start: &str) {
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "PASS",
-        Some(false) => "FAIL",
-        None => "n/a",
-    };
     let header: Vec<String> = ["metric", "goal", "result", "pass/fail"].iter().map(|s| s.to_string()).collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut add = |m: String, goal: &str, v: String, ok: Option<Option<bool>>| {
-        rows.push(vec![m, goal.into(), v, ok.map(verdict).unwrap_or("").into()]);
+        rows.push(vec![m, goal.into(), v, ok.map(super::verdict).unwrap_or("").into()]);
     };
     let pair = |v: &[u64]| format!("{} / {}", fmt_us(percentile(v, 0.5)), fmt_us(percentile(v, 0.99)));
     let p99_ok = |v: &[u64]| percentile(v, 0.99).map(|p| p < GOAL_P99_US);
