@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tug::agent::{client_from_kubeconfig, init_tracing, shutdown_signal};
 
 mod bench;
 
@@ -31,7 +32,7 @@ enum Command {
     /// Run the control plane (API server and store).
     Server(ServerArgs),
     /// Run the node agent (a kubelet with containerd, runc and CNI) against a cluster.
-    Agent(AgentArgs),
+    Agent(tug::agent::AgentArgs),
     /// Run the system kubectl against this server's kubeconfig.
     Kubectl {
         /// Data dir whose kubeconfig to use.
@@ -116,7 +117,7 @@ struct ServerArgs {
     #[arg(long, env = "TUG_ENABLE_AGENT")]
     enable_agent: bool,
     #[command(flatten)]
-    agent: AgentFlags,
+    agent: tug::agent::AgentFlags,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     disable_scheduler: bool,
@@ -162,82 +163,6 @@ impl ControllerFlags {
     }
 }
 
-/// `tug agent`'s own flags (k3s's names). Credentials come from the node
-/// token (`--server` and `--token`, as k3s agents join) or a kubeconfig.
-#[derive(clap::Args, Clone)]
-struct AgentArgs {
-    /// The API server's URL, `https://HOST:6443`: the server to join with
-    /// `--token`, or overriding the kubeconfig's.
-    #[arg(long, env = "TUG_URL")]
-    server: Option<String>,
-    /// The node token, from the server's `<data-dir>/server/node-token`
-    /// (`K10<CA hash>::node:<password>`): join the cluster with it.
-    #[arg(long, env = "TUG_TOKEN", requires = "server", hide_env_values = true)]
-    token: Option<String>,
-    /// A file holding the node token.
-    #[arg(long, env = "TUG_TOKEN_FILE", requires = "server", conflicts_with = "token")]
-    token_file: Option<PathBuf>,
-    /// Kubeconfig with the agent's credentials (instead of a token).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Where the agent keeps its state (`<data-dir>/agent`).
-    #[arg(long, default_value = "/var/lib/tugboat")]
-    data_dir: PathBuf,
-    #[command(flatten)]
-    agent: AgentFlags,
-}
-
-/// The node agent's flags, shared by `tug agent` and `tug server`.
-#[derive(clap::Args, Clone)]
-struct AgentFlags {
-    /// The Node's name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The Node's InternalIP (default: the first address of an interface that is up).
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
-    /// Use this CRI socket instead of starting Tugboat's own containerd.
-    #[arg(long)]
-    container_runtime_endpoint: Option<String>,
-    /// The pod sandbox image.
-    #[arg(long, default_value = tug_kubelet::DEFAULT_PAUSE_IMAGE)]
-    pause_image: String,
-    /// Registry configuration in k3s's registries.yaml format (default `<data-dir>/registries.yaml`).
-    #[arg(long)]
-    private_registry: Option<PathBuf>,
-    /// Extra Node labels, `KEY=VALUE`.
-    #[arg(long = "node-label")]
-    node_labels: Vec<String>,
-    /// Kubelet settings, `KEY=VALUE`: cgroup-root, max-pods, pod-cidr
-    /// (used when the Node gets none from the cluster), cluster-dns,
-    /// cluster-domain, eviction-hard, node-labels, port and address (of the
-    /// kubelet's HTTPS server, default 0.0.0.0:10250).
-    #[arg(long = "kubelet-arg")]
-    kubelet_args: Vec<String>,
-    /// Name of the CNI bridge.
-    #[arg(long, default_value = "tug0")]
-    cni_bridge: String,
-}
-
-impl AgentFlags {
-    fn config(&self, data_dir: &std::path::Path) -> anyhow::Result<tug_kubelet::AgentConfig> {
-        let name = self.node_name.clone().unwrap_or_else(tug_kubelet::machine::hostname);
-        let mut c = tug_kubelet::AgentConfig::new(data_dir, &name);
-        c.node_ip = self.node_ip;
-        c.container_runtime_endpoint = self.container_runtime_endpoint.clone();
-        c.pause_image = self.pause_image.clone();
-        c.private_registry = self.private_registry.clone();
-        c.cni_bridge = self.cni_bridge.clone();
-        for l in &self.node_labels {
-            c.apply_kubelet_arg(&format!("node-labels={l}"))?;
-        }
-        for a in &self.kubelet_args {
-            c.apply_kubelet_arg(a)?;
-        }
-        Ok(c)
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let matches = Cli::command().get_matches();
@@ -264,27 +189,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Agent(args) => {
             init_tracing();
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(async {
-                let config = args.agent.config(&args.data_dir)?;
-                let token = match (&args.token, &args.token_file) {
-                    (Some(t), _) => Some(t.clone()),
-                    (None, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("reading --token-file {}", f.display()))?),
-                    (None, None) => None,
-                };
-                let client = match (token, &args.kubeconfig) {
-                    (Some(_), Some(_)) if kubeconfig_flag => anyhow::bail!("--token and --kubeconfig are alternatives: give one"),
-                    (Some(token), _) => {
-                        let server = args.server.as_deref().context("--token needs --server")?;
-                        let path = tug::join::kubeconfig_path(&args.data_dir);
-                        join_cluster(server, &token, &config.node_name, &path).await?;
-                        client_from_kubeconfig(&path).await?
-                    }
-                    (None, Some(kubeconfig)) => agent_client(kubeconfig, args.server.as_deref()).await?,
-                    (None, None) => anyhow::bail!("tug agent needs --server and --token (or TUG_URL and TUG_TOKEN), or --kubeconfig"),
-                };
-                tug_kubelet::run(client, config, shutdown_signal()).await
-            })
+            tug::agent::run(args, kubeconfig_flag)
         }
         Command::Hollow { nodes, kubeconfig, name_prefix, first_index, cpu, memory } => {
             init_tracing();
@@ -316,18 +221,6 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(bench::run(args))
         }
-    }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TUG_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("TUG_LOG_FORMAT").map(|f| f == "json").unwrap_or(false);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -439,49 +332,4 @@ fn scheduler_config() -> tug_scheduler::SchedulerConfig {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let identity = format!("{}_{}", host.trim(), std::process::id());
     tug_scheduler::SchedulerConfig::with_leader_election(&identity)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-/// Joins the cluster at `server` with the node token, writing the agent's
-/// kubeconfig at `path` (or keeping a still-good one). Waits for a server
-/// that cannot be reached yet; a refused token or a CA that does not match
-/// it is final.
-async fn join_cluster(server: &str, token: &str, node_name: &str, path: &std::path::Path) -> anyhow::Result<()> {
-    loop {
-        match tug::join::bootstrap(server, token, node_name, path).await {
-            Ok(_) => return Ok(()),
-            Err(tug::join::JoinError::Unavailable(e)) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot join the cluster yet; retrying in 5s");
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("joining the cluster at {server}"))),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = shutdown_signal() => anyhow::bail!("interrupted while joining the cluster"),
-        }
-    }
-}
-
-/// The agent's client: the kubeconfig's credentials, at `--server` if given.
-async fn agent_client(path: &std::path::Path, server: Option<&str>) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
-    if let Some(url) = server {
-        config.cluster_url = url.parse().with_context(|| format!("--server {url}"))?;
-    }
-    Ok(kube::Client::try_from(config)?)
-}
-
-async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
 }

@@ -253,13 +253,25 @@ async fn agents_join_with_the_node_token() {
     // The real `tug agent`: joins with --server and --token (here from
     // TUG_URL and TUG_TOKEN, with a stray KUBECONFIG it must ignore), writes
     // its kubeconfig before it needs a container runtime (there is none
-    // here), and reuses it when restarted.
+    // here), and reuses it when restarted, also as `tug-agent` (the
+    // agent-only binary, which parses its own command line).
     let cli_dir = tempfile::tempdir().unwrap();
     let cli_kc = cli_dir.path().join("agent/kubelet.kubeconfig");
-    let agent = |env: &[(&str, &str)], args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tug"));
-        cmd.arg("agent")
-            .arg("--data-dir")
+    #[derive(Clone, Copy)]
+    enum Bin {
+        TugAgent,
+        AgentOnly,
+    }
+    let agent = |bin: Bin, env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = match bin {
+            Bin::TugAgent => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_tug"));
+                cmd.arg("agent");
+                cmd
+            }
+            Bin::AgentOnly => Command::new(env!("CARGO_BIN_EXE_tug-agent")),
+        };
+        cmd.arg("--data-dir")
             .arg(cli_dir.path())
             .args(["--node-name", "cli-node", "--container-runtime-endpoint", "unix:///nonexistent/tug-join-test.sock"])
             .args(args)
@@ -288,26 +300,28 @@ async fn agents_join_with_the_node_token() {
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let log = run_until_joined(agent(&[("TUG_URL", &url), ("TUG_TOKEN", &token)], &[]));
+    let log = run_until_joined(agent(Bin::TugAgent, &[("TUG_URL", &url), ("TUG_TOKEN", &token)], &[]));
     assert!(cli_kc.exists(), "tug agent wrote no kubeconfig:\n{log}");
     assert!(log.contains("joined the cluster"), "{log}");
     assert!(!log.contains(password), "the agent must not log the password:\n{log}");
     works_as_node(&cli_kc, "cli-node").await;
     let written = std::fs::read_to_string(&cli_kc).unwrap();
-    let log = run_until_joined(agent(&[], &["--server", &url, "--token", &token]));
-    assert!(log.contains("reusing the agent's kubeconfig"), "{log}");
-    assert_eq!(std::fs::read_to_string(&cli_kc).unwrap(), written);
-    // Refusals: a token for another CA, --token without --server, and
-    // --token with --kubeconfig.
-    let out = agent(&[], &["--server", &url, "--token", &foreign]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("refusing to join"), "{err}");
-    let out = agent(&[], &["--token", &token]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--server"), "{err}");
-    let out = agent(&[], &["--server", &url, "--token", &token, "--kubeconfig", "/tmp/x"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("alternatives"), "{err}");
+    for bin in [Bin::TugAgent, Bin::AgentOnly] {
+        let log = run_until_joined(agent(bin, &[], &["--server", &url, "--token", &token]));
+        assert!(log.contains("reusing the agent's kubeconfig"), "{log}");
+        assert_eq!(std::fs::read_to_string(&cli_kc).unwrap(), written);
+        // Refusals: a token for another CA, --token without --server, and
+        // --token with --kubeconfig.
+        let out = agent(bin, &[], &["--server", &url, "--token", &foreign]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("refusing to join"), "{err}");
+        let out = agent(bin, &[], &["--token", &token]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--server"), "{err}");
+        let out = agent(bin, &[], &["--server", &url, "--token", &token, "--kubeconfig", "/tmp/x"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("alternatives"), "{err}");
+    }
 
     // The token survives a server restart unchanged.
     tokio::task::spawn_blocking(move || {

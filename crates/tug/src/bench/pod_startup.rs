@@ -1,9 +1,10 @@
 //! `tug bench pod-startup`: how fast the node agent starts real pods.
 //!
-//! A fresh `tug server` (embedded SQLite in a temp dir) and a `tug agent`
-//! in a process of its own (its own containerd, runc, CNI bridge and cgroup
-//! root), the busybox test image already present (a warm-up pod pulls it and
-//! the pause image). Through a pod watch the bench times each pod from its
+//! A fresh `tug server` (embedded SQLite in a temp dir) and the node agent
+//! in a process of its own (`tug-agent`, or `tug agent` with
+//! `--full-binary`; its own containerd, runc, CNI bridge and cgroup root),
+//! the busybox test image already present (a warm-up pod pulls it and the
+//! pause image). Through a pod watch the bench times each pod from its
 //! create request to the watch event showing it Running:
 //! - 50 pods one after another (each created once the previous one runs);
 //! - 30 pods created at once;
@@ -11,8 +12,9 @@
 //! and, in the same run against the same containerd, the floor of the same
 //! work done by containerd alone: `ctr run --rm IMAGE ID true`, 50 times one
 //! after another, timed from spawn to exit (create, start, exit, delete: no
-//! sandbox, no CNI, no API server). The agent's RSS is read with the 30
-//! pods running. Progress goes to stderr; the table to stdout.
+//! sandbox, no CNI, no API server), and the same pods' CRI calls made
+//! straight to containerd, one after another and 30 at once. The agent's RSS
+//! is read with the 30 pods running. Progress goes to stderr; the table to stdout.
 //!
 //! Needs root, containerd, runc, the CNI plugins and `ctr`; the image comes
 //! from the test registry (`scripts/test-image.sh`, started if it is not
@@ -66,6 +68,10 @@ pub struct PodStartupBenchArgs {
     /// Keep the data dir (server and agent logs) instead of removing it.
     #[arg(long)]
     pub keep_dir: bool,
+    /// Run the agent as `tug agent` (the whole binary) instead of
+    /// `tug-agent` (the agent-only binary, used when it sits next to `tug`).
+    #[arg(long)]
+    pub full_binary: bool,
 }
 
 #[derive(Default)]
@@ -80,6 +86,9 @@ struct Outcome {
     /// Sorted, microseconds: RunPodSandbox + CreateContainer +
     /// StartContainer straight to the CRI, the agent's own configurations.
     cri_floor_us: Vec<u64>,
+    /// Sorted, microseconds: the same, `burst` pods at once, each timed
+    /// from the common start.
+    cri_burst_us: Vec<u64>,
     agent_rss: Option<Rss>,
     /// The agent's memory split with the burst pods running.
     agent_mem: Option<MemSplit>,
@@ -87,6 +96,8 @@ struct Outcome {
     agent_mem_after: Option<MemSplit>,
     containerd_rss: Option<Rss>,
     agent_rss_idle: Option<u64>,
+    /// How the agent ran: `tug-agent` or `tug agent`.
+    agent_cmd: &'static str,
     error: Option<String>,
 }
 
@@ -510,8 +521,10 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
     .iter()
     .map(|s| s.to_string())
     .collect();
-    eprintln!("starting tug agent --node-name {node_name}");
-    node.agent = Some(procs::start_agent(&node.root, &args)?);
+    let (agent, agent_cmd) = procs::start_agent(&node.root, &args, a.full_binary)?;
+    eprintln!("started {agent_cmd} --node-name {node_name}");
+    r.agent_cmd = agent_cmd;
+    node.agent = Some(agent);
     let endpoint = node.server.as_ref().expect("server").endpoint.clone();
     let mut conn = endpoint.connect().await?;
     wait_node_ready(&mut conn, &node_name, node.agent.as_mut().expect("agent")).await?;
@@ -642,12 +655,22 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
         fmt_us(percentile(&r.floor_us, 0.5)),
         fmt_us(percentile(&r.floor_us, 0.99))
     );
+    let floor = CriFloor::new(node, &image).await?;
     if a.floor_runs > 0 {
-        r.cri_floor_us = cri_floor(node, &image, a.floor_runs).await?;
+        r.cri_floor_us = floor.sequential(a.floor_runs).await?;
         eprintln!(
             "  CRI floor: sandbox + container p50 {} p99 {}",
             fmt_us(percentile(&r.cri_floor_us, 0.5)),
             fmt_us(percentile(&r.cri_floor_us, 0.99))
+        );
+    }
+    if a.burst > 0 {
+        r.cri_burst_us = floor.burst(a.burst).await?;
+        eprintln!(
+            "  CRI floor, {} at once: p50 {} p99 {}",
+            a.burst,
+            fmt_us(percentile(&r.cri_burst_us, 0.5)),
+            fmt_us(percentile(&r.cri_burst_us, 0.99))
         );
     }
     Ok(())
@@ -655,55 +678,107 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
 
 /// The pod's runtime work without the agent and the API server: the same
 /// CRI calls with the configurations the agent builds (sandbox with CNI,
-/// then the container), straight to the agent's containerd, one pod after
-/// another; timed from RunPodSandbox to StartContainer's return (one
-/// warm-up not counted). Each sandbox is removed (untimed) before the next.
-async fn cri_floor(node: &BenchNode, image: &str, runs: usize) -> anyhow::Result<Vec<u64>> {
-    use tug_kubelet::spec;
-    let cri = tug_kubelet::cri::Cri::new(&format!("unix://{}", node.containerd_socket().display()))?;
-    let image_ref = cri
-        .image_status(image)
-        .await?
-        .map(|i| i.id)
-        .with_context(|| format!("{image} is not in the runtime"))?;
-    let mut cfg = tug_kubelet::AgentConfig::new(node.root.join("cri-floor"), "cri-floor");
-    cfg.cgroup_root = node.cgroup_root.clone();
-    cfg.pod_log_dir = node.root.join("cri-floor/logs");
-    let pid = std::process::id();
-    let mut out = Vec::new();
-    for i in 0..=runs {
+/// then the container), straight to the agent's containerd.
+struct CriFloor {
+    cri: tug_kubelet::cri::Cri,
+    cfg: tug_kubelet::AgentConfig,
+    image: String,
+    image_ref: String,
+}
+
+impl CriFloor {
+    async fn new(node: &BenchNode, image: &str) -> anyhow::Result<CriFloor> {
+        let cri = tug_kubelet::cri::Cri::new(&format!("unix://{}", node.containerd_socket().display()))?;
+        let image_ref = cri
+            .image_status(image)
+            .await?
+            .map(|i| i.id)
+            .with_context(|| format!("{image} is not in the runtime"))?;
+        let mut cfg = tug_kubelet::AgentConfig::new(node.root.join("cri-floor"), "cri-floor");
+        cfg.cgroup_root = node.cgroup_root.clone();
+        cfg.pod_log_dir = node.root.join("cri-floor/logs");
+        Ok(CriFloor { cri, cfg, image: image.to_string(), image_ref })
+    }
+
+    /// RunPodSandbox, CreateContainer and StartContainer for a pod `name`;
+    /// returns the sandbox and container ids.
+    async fn start(&self, name: &str) -> anyhow::Result<(String, String)> {
+        use tug_kubelet::spec;
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("cri-floor-{i}"), "namespace": "default", "uid": format!("tug-bench-cri-floor-{pid}-{i}")},
-            "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]},
+            "metadata": {"name": name, "namespace": "default", "uid": format!("tug-bench-{}-{name}", std::process::id())},
+            "spec": {"containers": [{"name": "c", "image": self.image, "command": ["sleep", "3600"]}]},
         }))?;
-        let sandbox = spec::sandbox_config(&cfg, &pod, 0);
+        let sandbox = spec::sandbox_config(&self.cfg, &pod, 0);
         std::fs::create_dir_all(&sandbox.log_directory)?;
         let container = pod.spec.as_ref().map(|s| s.containers[0].clone()).context("pod spec")?;
         let config = spec::container_config(spec::ContainerInput {
             pod: &pod,
             container: &container,
             attempt: 0,
-            image_ref: &image_ref,
+            image_ref: &self.image_ref,
             env: Vec::new(),
             mounts: Vec::new(),
             node_memory: tug_kubelet::machine::memory_total() as i64,
         })
         .map_err(|e| anyhow::anyhow!("container config: {e}"))?;
-        let t = Instant::now();
-        let sid = cri.run_pod_sandbox(sandbox.clone()).await?;
-        let cid = cri.create_container(&sid, config, sandbox).await?;
-        cri.start_container(&cid).await?;
-        let us = t.elapsed().as_micros() as u64;
-        let _ = cri.stop_container(&cid, Duration::ZERO).await;
-        let _ = cri.remove_container(&cid).await;
-        let _ = cri.stop_pod_sandbox(&sid).await;
-        cri.remove_pod_sandbox(&sid).await?;
-        if i > 0 {
-            out.push(us);
-        }
+        let sid = self.cri.run_pod_sandbox(sandbox.clone()).await?;
+        let cid = self.cri.create_container(&sid, config, sandbox).await?;
+        self.cri.start_container(&cid).await?;
+        Ok((sid, cid))
     }
-    out.sort_unstable();
-    Ok(out)
+
+    async fn remove(&self, (sid, cid): &(String, String)) -> anyhow::Result<()> {
+        let _ = self.cri.stop_container(cid, Duration::ZERO).await;
+        let _ = self.cri.remove_container(cid).await;
+        let _ = self.cri.stop_pod_sandbox(sid).await;
+        self.cri.remove_pod_sandbox(sid).await
+    }
+
+    /// `runs` pods one after another, each removed (untimed) before the
+    /// next; timed from RunPodSandbox to StartContainer's return (one
+    /// warm-up not counted). Sorted microseconds.
+    async fn sequential(&self, runs: usize) -> anyhow::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for i in 0..=runs {
+            let t = Instant::now();
+            let ids = self.start(&format!("cri-floor-{i}")).await?;
+            let us = t.elapsed().as_micros() as u64;
+            self.remove(&ids).await?;
+            if i > 0 {
+                out.push(us);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// `n` pods started at once (as the burst pods are), each timed from the
+    /// common start to its StartContainer's return; all removed after.
+    /// Sorted microseconds.
+    async fn burst(&self, n: usize) -> anyhow::Result<Vec<u64>> {
+        let t0 = Instant::now();
+        let results = futures::future::join_all((0..n).map(|i| async move {
+            let r = self.start(&format!("cri-burst-{i}")).await;
+            (r, t0.elapsed().as_micros() as u64)
+        }))
+        .await;
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for (r, us) in results {
+            match r {
+                Ok(ids) => {
+                    out.push(us);
+                    self.remove(&ids).await?;
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context("starting the CRI burst"));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
 }
 
 fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
@@ -754,6 +829,12 @@ fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_star
         pair(&r.cri_floor_us),
         None,
     );
+    add(
+        format!("CRI alone, {} at once (each from the common start), p50 / p99", r.cri_burst_us.len()),
+        "",
+        pair(&r.cri_burst_us),
+        None,
+    );
     let fmt_ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "–".into());
     for (what, floor) in [("`ctr run --rm`", &r.floor_us), ("CRI alone", &r.cri_floor_us)] {
         let rp50 = ratio(percentile(&r.sequential_us, 0.5), percentile(floor, 0.5));
@@ -768,14 +849,25 @@ fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_star
             }),
         );
     }
+    // The burst against the same burst straight to the CRI: what the agent
+    // and the API server add when the runtime is the bottleneck (no goal:
+    // the ratio is against `ctr run`, one after another).
+    let bp50 = ratio(percentile(&r.burst_us, 0.5), percentile(&r.cri_burst_us, 0.5));
+    let bp99 = ratio(percentile(&r.burst_us, 0.99), percentile(&r.cri_burst_us, 0.99));
     add(
-        "tug agent RSS, node Ready, no pods".into(),
+        "pods at once / CRI alone at once, p50 / p99".into(),
+        "",
+        format!("{} / {}", fmt_ratio(bp50), fmt_ratio(bp99)),
+        None,
+    );
+    add(
+        format!("`{}` RSS, node Ready, no pods", r.agent_cmd),
         "",
         r.agent_rss_idle.map(fmt_mb).unwrap_or_else(|| "–".into()),
         None,
     );
     add(
-        format!("**tug agent RSS with {} pods** (VmRSS; VmHWM)", a.burst),
+        format!("**`{}` RSS with {} pods** (VmRSS; VmHWM)", r.agent_cmd, a.burst),
         "< 30 MB",
         r.agent_rss.map(|x| format!("{} ({})", fmt_mb(x.current), fmt_mb(x.peak))).unwrap_or_else(|| "–".into()),
         Some(r.agent_rss.map(|x| x.current < GOAL_RSS)),
@@ -801,8 +893,9 @@ fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_star
     cluster::print_table(&header, &rows);
     println!();
     println!(
-        "* Machine: {} cores shared by the bench, `tug server` (SQLite, scheduler and controllers in-process), `tug agent` (its own containerd 1.6, runc, CNI bridge) and whatever else runs here.",
-        cluster::cores()
+        "* Machine: {} cores shared by the bench, `tug server` (SQLite, scheduler and controllers in-process), `{}` (its own containerd 1.6, runc, CNI bridge) and whatever else runs here.",
+        cluster::cores(),
+        r.agent_cmd
     );
     println!(
         "* Pods: busybox `sleep 3600`, image present (imagePullPolicy IfNotPresent), timed from the create request to the pod watch event showing Running: scheduling, sandbox (pause container + CNI), container create and start, and the status write all included."
@@ -811,7 +904,8 @@ fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_star
         "* Floor: `ctr run --rm IMAGE ID true` on the agent's containerd, timed from spawn to exit: the ctr process, container create, task start, exit, task and container delete (no sandbox, no CNI, no API server)."
     );
     println!(
-        "* CRI alone: RunPodSandbox (pause container, network namespace, CNI bridge + host-local + portmap), CreateContainer, StartContainer with the configurations the agent builds, straight to the agent's containerd (no API server, no agent), timed to StartContainer's return."
+        "* CRI alone: RunPodSandbox (pause container, network namespace, CNI bridge + host-local + portmap), CreateContainer, StartContainer with the configurations the agent builds, straight to the agent's containerd (no API server, no agent), timed to StartContainer's return; and the same for {} pods started at once, each timed from the common start: the runtime's own floor for the burst on this machine.",
+        a.burst
     );
     println!(
         "* 1-minute load average {load_start} at the start, {} at the end.",

@@ -287,10 +287,20 @@ pub fn start_component(
     ChildGuard::spawn(component, cmd, dir.join(format!("{component}.log")))
 }
 
-/// `tug agent ARGS` (the node agent in a process of its own, so that its
-/// memory shows apart); its log goes to `dir/agent.log`.
-pub fn start_agent(dir: &Path, args: &[String]) -> anyhow::Result<ChildGuard> {
-    let mut cmd = Command::new(tug_exe()?);
-    cmd.arg("agent").args(args);
-    ChildGuard::spawn("tug agent", cmd, dir.join("agent.log"))
+/// The node agent in a process of its own (so that its memory shows
+/// apart): `tug-agent ARGS` when that binary sits next to `tug` and
+/// `full_binary` is false, else `tug agent ARGS`. Its log goes to
+/// `dir/agent.log`. Returns the guard and the command's name.
+pub fn start_agent(dir: &Path, args: &[String], full_binary: bool) -> anyhow::Result<(ChildGuard, &'static str)> {
+    let tug = tug_exe()?;
+    let agent_only = tug.with_file_name("tug-agent");
+    let (mut cmd, name) = if !full_binary && agent_only.exists() {
+        (Command::new(agent_only), "tug-agent")
+    } else {
+        let mut cmd = Command::new(tug);
+        cmd.arg("agent");
+        (cmd, "tug agent")
+    };
+    cmd.args(args);
+    Ok((ChildGuard::spawn(name, cmd, dir.join("agent.log"))?, name))
 }
