@@ -121,6 +121,22 @@ pub fn read_rss(pid: u32) -> anyhow::Result<Rss> {
     })
 }
 
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`pid` 0: this process).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let path = if pid == 0 { "/proc/self/stat".to_string() } else { format!("/proc/{pid}/stat") };
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("parsing {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields.get(i).with_context(|| format!("short {path}"))?.parse::<u64>().with_context(|| format!("parsing {path}"))
+    };
+    // In USER_HZ, which Linux fixes at 100 for /proc on every architecture we run on.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
 /// A single-member etcd on loopback ports with its data in `dir`.
 pub struct Etcd {
     pub guard: ChildGuard,
