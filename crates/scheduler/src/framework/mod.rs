@@ -126,14 +126,16 @@ pub struct PostFilterResult {
 /// A node's score.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeScore {
-    pub name: String,
+    /// Shared with the NodeInfo: a score per node per plugin per cycle
+    /// must not allocate a name.
+    pub name: Arc<str>,
     pub score: i64,
 }
 
 /// Per-node totals of weighted scores, with the per-plugin breakdown.
 #[derive(Clone, Debug)]
 pub struct NodePluginScores {
-    pub name: String,
+    pub name: Arc<str>,
     pub scores: Vec<(&'static str, i64)>,
     pub total: i64,
 }

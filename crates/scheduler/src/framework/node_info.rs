@@ -206,7 +206,7 @@ impl PodInfo {
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
     node: Option<Arc<Node>>,
-    name: String,
+    name: Arc<str>,
     pub pods: Vec<Arc<PodInfo>>,
     pub pods_with_affinity: Vec<Arc<PodInfo>>,
     pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
@@ -227,11 +227,14 @@ impl NodeInfo {
 
     /// A NodeInfo for pods whose node is not (yet) known.
     pub fn placeholder(name: &str) -> NodeInfo {
-        NodeInfo { name: name.to_string(), ..Default::default() }
+        NodeInfo { name: name.into(), ..Default::default() }
     }
 
     pub fn set_node(&mut self, node: Arc<Node>) {
-        self.name = node.metadata.name.clone().unwrap_or_default();
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        if *self.name != *name {
+            self.name = name.into();
+        }
         self.allocatable = resources::node_allocatable(&node);
         self.node = Some(node);
         self.generation += 1;
@@ -253,6 +256,11 @@ impl NodeInfo {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared (scores carry it without allocating).
+    pub fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     pub fn labels(&self) -> &Labels {

@@ -133,8 +133,11 @@ impl Framework {
 
     /// Runs every Filter plugin (except skipped ones) until one rejects.
     pub fn run_filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        // Run for every node of every cycle: look up the skip set only when
+        // a PreFilter filled it.
+        let skipping = !state.skip_filter_plugins.is_empty();
         for pl in &self.filter {
-            if state.skip_filter_plugins.contains(pl.name()) {
+            if skipping && state.skip_filter_plugins.contains(pl.name()) {
                 continue;
             }
             let s = pl.filter(state, pod, node);
@@ -263,7 +266,8 @@ impl Framework {
 
     /// Score, NormalizeScore and weights: the total per node.
     pub fn run_score(&self, state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Result<Vec<NodePluginScores>, Status> {
-        let mut all: Vec<NodePluginScores> = nodes.iter().map(|n| NodePluginScores { name: n.name().to_string(), scores: Vec::new(), total: 0 }).collect();
+        let mut all: Vec<NodePluginScores> =
+            nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), scores: Vec::with_capacity(self.score.len()), total: 0 }).collect();
         for (pl, weight) in &self.score {
             if state.skip_score_plugins.contains(pl.name()) {
                 continue;
@@ -271,7 +275,7 @@ impl Framework {
             let mut scores = Vec::with_capacity(nodes.len());
             for n in nodes {
                 let s = pl.score(state, pod, n).map_err(|s| Status::error(format!("running Score plugin {:?}: {}", pl.name(), s.message())))?;
-                scores.push(NodeScore { name: n.name().to_string(), score: s });
+                scores.push(NodeScore { name: n.shared_name(), score: s });
             }
             let s = pl.normalize_score(state, pod, &mut scores);
             if !s.is_success() {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::node_resources_fit::{default_resources, pod_request_list, resource_vectors, ResourceSpec};
+use super::node_resources_fit::{default_resources, pod_request_list, with_resource_vectors, ResourceSpec};
 use crate::framework::{CycleState, NodeInfo, Plugin, PodInfo, PreScorePlugin, ScorePlugin, Snapshot, Status, MAX_NODE_SCORE};
 
 pub const NAME: &str = "NodeResourcesBalancedAllocation";
@@ -46,21 +46,24 @@ impl PreScorePlugin for BalancedAllocation {
 /// Upstream's `balancedResourceScorer`: (1 - std of the utilization
 /// fractions) × 100.
 pub fn balanced_resource_score(requested: &[i64], allocatable: &[i64]) -> i64 {
-    let mut fractions = Vec::new();
-    let mut total = 0.0;
-    for i in 0..requested.len() {
-        if allocatable[i] == 0 {
-            continue;
+    // Two passes over the inputs instead of a vector of fractions: this
+    // runs for every scored node of every cycle.
+    let fractions = || {
+        (0..requested.len()).filter(|&i| allocatable[i] != 0).map(|i| (requested[i] as f64 / allocatable[i] as f64).min(1.0))
+    };
+    let (mut n, mut total, mut first_two) = (0usize, 0.0, [0.0; 2]);
+    for f in fractions() {
+        if n < 2 {
+            first_two[n] = f;
         }
-        let f = (requested[i] as f64 / allocatable[i] as f64).min(1.0);
+        n += 1;
         total += f;
-        fractions.push(f);
     }
-    let std = match fractions.len() {
-        2 => ((fractions[0] - fractions[1]) / 2.0).abs(),
+    let std = match n {
+        2 => ((first_two[0] - first_two[1]) / 2.0).abs(),
         n if n > 2 => {
             let mean = total / n as f64;
-            (fractions.iter().map(|f| (f - mean) * (f - mean)).sum::<f64>() / n as f64).sqrt()
+            (fractions().map(|f| (f - mean) * (f - mean)).sum::<f64>() / n as f64).sqrt()
         }
         _ => 0.0,
     };
@@ -69,12 +72,15 @@ pub fn balanced_resource_score(requested: &[i64], allocatable: &[i64]) -> i64 {
 
 impl ScorePlugin for BalancedAllocation {
     fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        let computed;
         let reqs = match state.read::<PreScoreState>(PRE_SCORE_KEY) {
-            Some(s) => s.pod_requests.clone(),
-            None => pod_request_list(pod, &self.resources, true),
+            Some(s) => &s.pod_requests,
+            None => {
+                computed = pod_request_list(pod, &self.resources, true);
+                &computed
+            }
         };
-        let (requested, allocatable) = resource_vectors(node, &self.resources, &reqs, true);
-        Ok(balanced_resource_score(&requested, &allocatable))
+        Ok(with_resource_vectors(node, &self.resources, reqs, true, balanced_resource_score))
     }
 }
 

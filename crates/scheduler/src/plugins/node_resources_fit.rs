@@ -141,19 +141,40 @@ fn allocatable_and_requested(node: &NodeInfo, name: &str, pod_request: i64, use_
     }
 }
 
-/// Requested and allocatable vectors for a node (zeros where allocatable is 0).
-pub fn resource_vectors(node: &NodeInfo, specs: &[ResourceSpec], pod_requests: &[i64], use_requested: bool) -> (Vec<i64>, Vec<i64>) {
-    let mut requested = vec![0; specs.len()];
-    let mut allocatable = vec![0; specs.len()];
-    for (i, s) in specs.iter().enumerate() {
-        let (a, r) = allocatable_and_requested(node, &s.name, pod_requests[i], use_requested);
-        if a == 0 {
-            continue;
+/// Score inputs for up to this many resources stay on the stack (the
+/// default profile scores two, cpu and memory).
+const INLINE_RESOURCES: usize = 8;
+
+/// Calls `f` with the requested and allocatable vectors of a node (zeros
+/// where allocatable is 0). Run for every scored node of every cycle, so
+/// without allocating in the usual case.
+pub fn with_resource_vectors<R>(
+    node: &NodeInfo,
+    specs: &[ResourceSpec],
+    pod_requests: &[i64],
+    use_requested: bool,
+    f: impl FnOnce(&[i64], &[i64]) -> R,
+) -> R {
+    let fill = |requested: &mut [i64], allocatable: &mut [i64]| {
+        for (i, s) in specs.iter().enumerate() {
+            let (a, r) = allocatable_and_requested(node, &s.name, pod_requests[i], use_requested);
+            if a == 0 {
+                continue;
+            }
+            allocatable[i] = a;
+            requested[i] = r;
         }
-        allocatable[i] = a;
-        requested[i] = r;
+    };
+    let n = specs.len();
+    if n <= INLINE_RESOURCES {
+        let (mut requested, mut allocatable) = ([0; INLINE_RESOURCES], [0; INLINE_RESOURCES]);
+        fill(&mut requested[..n], &mut allocatable[..n]);
+        f(&requested[..n], &allocatable[..n])
+    } else {
+        let (mut requested, mut allocatable) = (vec![0; n], vec![0; n]);
+        fill(&mut requested, &mut allocatable);
+        f(&requested, &allocatable)
     }
-    (requested, allocatable)
 }
 
 fn least_requested_score(requested: i64, capacity: i64) -> i64 {
@@ -191,12 +212,17 @@ impl PreScorePlugin for NodeResourcesFit {
 
 impl ScorePlugin for NodeResourcesFit {
     fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        let computed;
         let reqs = match state.read::<PreScoreState>(PRE_SCORE_KEY) {
-            Some(s) => s.pod_requests.clone(),
-            None => pod_request_list(pod, &self.resources, false),
+            Some(s) => &s.pod_requests,
+            None => {
+                computed = pod_request_list(pod, &self.resources, false);
+                &computed
+            }
         };
-        let (requested, allocatable) = resource_vectors(node, &self.resources, &reqs, false);
-        Ok(least_allocated_score(&self.resources, &requested, &allocatable))
+        Ok(with_resource_vectors(node, &self.resources, reqs, false, |requested, allocatable| {
+            least_allocated_score(&self.resources, requested, allocatable)
+        }))
     }
 }
 

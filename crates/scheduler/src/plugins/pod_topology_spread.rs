@@ -388,14 +388,14 @@ impl ScorePlugin for PodTopologySpread {
         let mut min = i64::MAX;
         let mut max = 0;
         for sc in scores.iter() {
-            if s.ignored_nodes.contains(&sc.name) {
+            if s.ignored_nodes.contains(&*sc.name) {
                 continue;
             }
             min = min.min(sc.score);
             max = max.max(sc.score);
         }
         for sc in scores.iter_mut() {
-            if s.ignored_nodes.contains(&sc.name) {
+            if s.ignored_nodes.contains(&*sc.name) {
                 sc.score = 0;
                 continue;
             }
