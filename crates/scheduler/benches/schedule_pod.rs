@@ -52,8 +52,9 @@ fn snapshot(nodes: usize, pods_per_node: usize) -> Snapshot {
 }
 
 fn main() {
-    // `cargo test --benches` runs this once as a smoke test: keep it short.
-    let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // too, unoptimized and without it, as a smoke test: keep that short.
+    let quick = !std::env::args().any(|a| a == "--bench");
     let budget = if quick { Duration::from_millis(50) } else { Duration::from_secs(2) };
     let fwk = default_framework_without_binder(None);
     let incoming = Arc::new(PodInfo::new(Arc::new(pod("incoming", None))));
