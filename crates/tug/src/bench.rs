@@ -891,7 +891,7 @@ fn fmt_rate(r: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1089,7 +1089,7 @@ fn print_table(plan: &Plan, results: &[(Backend, BackendResult)], total: Duratio
         },
     ));
     rows.push(row(
-        format!("  same, measured from the create's response (ack)"),
+        "  same, measured from the create's response (ack)".to_string(),
         |r| {
             r.watch
                 .as_ref()
