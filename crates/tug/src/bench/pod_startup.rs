@@ -676,6 +676,9 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
     Ok(())
 }
 
+/// A pod's sandbox and container configurations, as the agent builds them.
+type PodConfigs = (tug_kubelet::cri::v1::PodSandboxConfig, tug_kubelet::cri::v1::ContainerConfig);
+
 /// The pod's runtime work without the agent and the API server: the same
 /// CRI calls with the configurations the agent builds (sandbox with CNI,
 /// then the container), straight to the agent's containerd.
@@ -700,9 +703,10 @@ impl CriFloor {
         Ok(CriFloor { cri, cfg, image: image.to_string(), image_ref })
     }
 
-    /// RunPodSandbox, CreateContainer and StartContainer for a pod `name`;
-    /// returns the sandbox and container ids.
-    async fn start(&self, name: &str) -> anyhow::Result<(String, String)> {
+    /// The sandbox and container configurations of a pod `name` (and its
+    /// log directory): prepared before the clock starts, as the agent has
+    /// them ready before it calls the runtime.
+    fn configs(&self, name: &str) -> anyhow::Result<PodConfigs> {
         use tug_kubelet::spec;
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "default", "uid": format!("tug-bench-{}-{name}", std::process::id())},
@@ -721,6 +725,12 @@ impl CriFloor {
             node_memory: tug_kubelet::machine::memory_total() as i64,
         })
         .map_err(|e| anyhow::anyhow!("container config: {e}"))?;
+        Ok((sandbox, config))
+    }
+
+    /// RunPodSandbox, CreateContainer and StartContainer; returns the
+    /// sandbox and container ids.
+    async fn start(&self, (sandbox, config): PodConfigs) -> anyhow::Result<(String, String)> {
         let sid = self.cri.run_pod_sandbox(sandbox.clone()).await?;
         let cid = self.cri.create_container(&sid, config, sandbox).await?;
         self.cri.start_container(&cid).await?;
@@ -740,8 +750,9 @@ impl CriFloor {
     async fn sequential(&self, runs: usize) -> anyhow::Result<Vec<u64>> {
         let mut out = Vec::new();
         for i in 0..=runs {
+            let configs = self.configs(&format!("cri-floor-{i}"))?;
             let t = Instant::now();
-            let ids = self.start(&format!("cri-floor-{i}")).await?;
+            let ids = self.start(configs).await?;
             let us = t.elapsed().as_micros() as u64;
             self.remove(&ids).await?;
             if i > 0 {
@@ -756,19 +767,23 @@ impl CriFloor {
     /// common start to its StartContainer's return; all removed after.
     /// Sorted microseconds.
     async fn burst(&self, n: usize) -> anyhow::Result<Vec<u64>> {
+        let configs = (0..n).map(|i| self.configs(&format!("cri-burst-{i}"))).collect::<anyhow::Result<Vec<_>>>()?;
         let t0 = Instant::now();
-        let results = futures::future::join_all((0..n).map(|i| async move {
-            let r = self.start(&format!("cri-burst-{i}")).await;
+        let results = futures::future::join_all(configs.into_iter().map(|c| async move {
+            let r = self.start(c).await;
             (r, t0.elapsed().as_micros() as u64)
         }))
         .await;
+        // Every started pod is removed, even after a failure.
         let mut out = Vec::new();
         let mut first_error = None;
         for (r, us) in results {
             match r {
                 Ok(ids) => {
                     out.push(us);
-                    self.remove(&ids).await?;
+                    if let Err(e) = self.remove(&ids).await {
+                        first_error = first_error.or(Some(e));
+                    }
                 }
                 Err(e) => first_error = first_error.or(Some(e)),
             }

@@ -185,13 +185,12 @@ async fn run_pair(a: &SchedulerBenchArgs, work_dir: &std::path::Path, r: &mut Ru
     }
     cluster::create_namespace(&mut admin, "bench").await?;
     eprintln!("measured: {} pods, {} clients over {} connections", fmt_count(r.pods), a.clients, conns.len());
-    let pids = [c.server.guard.pid(), c.hollow.pid(), 0];
-    let cpu = |pids: &[u32; 3]| -> anyhow::Result<[Duration; 3]> {
-        Ok([procs::cpu_time(pids[0])?, procs::cpu_time(pids[1])?, procs::cpu_time(pids[2])?])
-    };
-    let cpu_before = cpu(&pids)?;
+    // Server, hollow process, this process (0).
+    let (server, hollow) = (c.server.guard.pid(), c.hollow.pid());
+    let cpu = || -> anyhow::Result<[Duration; 3]> { Ok([procs::cpu_time(server)?, procs::cpu_time(hollow)?, procs::cpu_time(0)?]) };
+    let cpu_before = cpu()?;
     let b = batch(&mut c, &mut admin, &conns, "bench", r.pods, a, timeout).await?;
-    let cpu_after = cpu(&pids)?;
+    let cpu_after = cpu()?;
     if b.bound > 0 {
         r.cpu_per_pod = Some(std::array::from_fn(|i| (cpu_after[i] - cpu_before[i]) / b.bound as u32));
     }
