@@ -1101,6 +1101,11 @@ impl Ctx {
                 Ok(_) => return Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status())),
             }
         }
+        // A consistent read, as upstream's eviction lists the budgets through
+        // the API: a budget created just before must count (two budgets make
+        // the eviction fail), even when the cache lags behind the store.
+        let now = self.store.current_revision().await.map_err(|e| store_err(pdb_rt, "", e))?;
+        self.wait_for_cache(now).await?;
         let (pdbs, _) = self.cache.list(&format!("{}{ns}/", pdb_rt.key_prefix())).await;
         let matching: Vec<Arc<Value>> = pdbs
             .into_iter()
@@ -1274,11 +1279,7 @@ impl Ctx {
                     "0" => 0,
                     other => other.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {other:?}")))?,
                 };
-                if wanted > self.cache.revision() && !self.cache.wait_for(wanted, CACHE_WAIT).await {
-                    let mut e = ApiError::timeout(format!("Too large resource version: {wanted}, current: {}", self.cache.revision()));
-                    e.retry_after_seconds = Some(1);
-                    return Err(e);
-                }
+                self.wait_for_cache(wanted).await?;
                 let node = filter.node_name();
                 let (items, rev) = match (rt.kind, node) {
                     ("Pod", Some(n)) if rt.group.is_empty() => self.cache.pods_on_node(&prefix, &n).await,
@@ -1288,6 +1289,17 @@ impl Ctx {
                 Ok((items, rev, None, None))
             }
         }
+    }
+
+    /// Waits (up to `CACHE_WAIT`) until the watch cache has applied
+    /// `revision`; a reader that then reads the cache sees every write up to it.
+    async fn wait_for_cache(&self, revision: Revision) -> Result<(), ApiError> {
+        if revision > self.cache.revision() && !self.cache.wait_for(revision, CACHE_WAIT).await {
+            let mut e = ApiError::timeout(format!("Too large resource version: {revision}, current: {}", self.cache.revision()));
+            e.retry_after_seconds = Some(1);
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn list_from_store(
