@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::runtime::events::{Event as KEvent, EventType, Recorder};
+use kube::runtime::events::EventType;
 
 use crate::cri::Cri;
 
@@ -160,22 +160,14 @@ pub async fn run_handler(
 /// Where the events of a kill go.
 #[derive(Clone)]
 pub struct EventSink {
-    pub recorder: Recorder,
+    pub events: crate::events::EventQueue,
     pub pod: k8s_openapi::api::core::v1::ObjectReference,
 }
 
 impl EventSink {
-    pub async fn publish(&self, type_: EventType, reason: &str, note: String) {
-        let ev = KEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &self.pod).await {
-            tracing::debug!(error = %e, reason, "event not recorded");
-        }
+    /// Queues the event (written in the background, in order).
+    pub fn publish(&self, type_: EventType, reason: &str, note: String) {
+        self.events.publish(&self.pod, type_, reason, note);
     }
 }
 
@@ -200,8 +192,7 @@ pub async fn kill_container(
     events: &EventSink,
 ) -> anyhow::Result<Killed> {
     events
-        .publish(EventType::Normal, "Killing", message)
-        .await;
+        .publish(EventType::Normal, "Killing", message);
     let mut hook_ran = None;
     if let Some(c) = spec
         && let Some(pre) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
@@ -215,8 +206,7 @@ pub async fn kill_container(
             if let Err(msg) = run_handler(&pre, &c2, &t2).await {
                 tracing::warn!(container = %c2.name, error = %msg, "preStop hook failed");
                 // Upstream keeps the message out of the event (it may hold secrets).
-                ev2.publish(EventType::Warning, "FailedPreStopHook", "PreStopHook failed".into())
-                    .await;
+                ev2.publish(EventType::Warning, "FailedPreStopHook", "PreStopHook failed".into());
             }
         });
         if tokio::time::timeout(Duration::from_secs(grace as u64), hook)

@@ -37,6 +37,7 @@ pub mod cni;
 pub mod containerd;
 pub mod credentials;
 pub mod cri;
+pub mod events;
 pub mod hooks;
 pub mod logs;
 pub mod machine;
@@ -238,6 +239,8 @@ pub struct Agent {
     pub runtime_version: String,
     /// Earlier CPU readings, for the rates of `/stats/summary`.
     pub stats: stats::Sampler,
+    /// The agent's events (pods' `Created`, `Started`, `Killing`, ...).
+    pub events: events::EventQueue,
 }
 
 /// Runs the agent until `shutdown` resolves. Pods keep running after it
@@ -293,9 +296,11 @@ async fn run_with_runtime(
     let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     tracing::info!(%endpoint, runtime = %runtime_version, "CRI runtime connected");
     let node_ip = config.node_ip.unwrap_or_else(machine::default_ip);
+    let events = events::EventQueue::start(client.clone(), &config.node_name);
     let agent = Arc::new(Agent {
         config,
         client,
+        events,
         cri,
         registries,
         node_ip,
@@ -325,6 +330,11 @@ async fn run_with_runtime(
                 if let Err(e) = cni::write(&conf_dir, &c) {
                     tracing::error!(error = %e, "writing the CNI configuration failed");
                     return;
+                }
+                // Without it pods still reach the node and each other, not
+                // beyond: worth a warning, not a dead agent.
+                if let Err(e) = cni::install_masquerade(&c) {
+                    tracing::warn!(error = %format!("{e:#}"), "pods' traffic leaving the node is not masqueraded");
                 }
                 tracing::info!(pod_cidr = %cidr, bridge = %c.bridge, conf_dir = %conf_dir.display(), "pod network configured");
                 *net_agent.pod_cidr.lock().expect("pod cidr lock") = Some(cidr);

@@ -32,7 +32,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -282,7 +282,6 @@ struct Worker {
     pod: Pod,
     gone: bool,
     shared: Arc<WorkerShared>,
-    recorder: Recorder,
     crash_backoff: HashMap<String, Backoff>,
     image_backoff: HashMap<String, Backoff>,
     sandbox_backoff: Option<Backoff>,
@@ -303,23 +302,20 @@ struct Worker {
     spec_changed: HashSet<String>,
     /// When the pod's volumes were last written.
     last_volume_sync: Option<std::time::Instant>,
+    /// The Docker-link Services fetched along with a new sandbox, for the
+    /// containers started in the same sync.
+    link_services: Option<Vec<Service>>,
 }
 
 impl Worker {
     fn new(agent: Arc<Agent>, pod: Pod, shared: Arc<WorkerShared>) -> Worker {
         let kick = shared.kick.clone();
-        let reporter = Reporter {
-            controller: "kubelet".into(),
-            instance: Some(agent.config.node_name.clone()),
-        };
-        let recorder = Recorder::new(agent.client.clone(), reporter);
         Worker {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             agent,
             pod,
             gone: false,
             shared,
-            recorder,
             crash_backoff: HashMap::new(),
             image_backoff: HashMap::new(),
             sandbox_backoff: None,
@@ -332,13 +328,14 @@ impl Worker {
             killing: HashSet::new(),
             spec_changed: HashSet::new(),
             last_volume_sync: None,
+            link_services: None,
         }
     }
 
     /// Where kills of this pod's containers record their events.
     fn sink(&self) -> EventSink {
         EventSink {
-            recorder: self.recorder.clone(),
+            events: self.agent.events.clone(),
             pod: self.pod.object_ref(&()),
         }
     }
@@ -392,12 +389,14 @@ impl Worker {
         tracing::debug!(pod = %self.key(), "pod worker finished");
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        self.sink().publish(type_, reason, note).await;
+    fn event(&self, type_: EventType, reason: &str, note: String) {
+        self.sink().publish(type_, reason, note);
     }
 
     async fn sync(&mut self) -> anyhow::Result<Next> {
         let cri = self.agent.cri.clone();
+        // Services fetched by an earlier sync that failed halfway are stale.
+        self.link_services = None;
         if self.gone {
             // Deleted from the API (force-deleted, or by us): nothing to report.
             teardown(&self.agent, &self.uid, Duration::from_secs(0)).await?;
@@ -472,7 +471,12 @@ impl Worker {
                         .map(|m| m.attempt + 1)
                         .max()
                         .unwrap_or(0);
-                    match self.run_sandbox(attempt).await {
+                    // The Services for the containers' environment are
+                    // fetched while the runtime builds the sandbox: they
+                    // do not depend on it, and the first start waits on both.
+                    let (started, services) = tokio::join!(self.run_sandbox(attempt), self.link_services());
+                    self.link_services = Some(services);
+                    match started {
                         Ok(id) => {
                             self.sandbox_backoff = None;
                             let listed = cri.list_pod_sandboxes(uid_filter(&self.uid)).await?;
@@ -491,8 +495,7 @@ impl Worker {
                                 EventType::Warning,
                                 "FailedCreatePodSandBox",
                                 format!("Failed to create pod sandbox: {e:#}"),
-                            )
-                            .await;
+                            );
                             wake_in(delay);
                             None
                         }
@@ -796,6 +799,7 @@ impl Worker {
             wake_in(VOLUME_RESYNC.saturating_sub(since).max(Duration::from_millis(100)));
         }
 
+        self.link_services = None;
         self.apply_probes(&mut observed, &spec, pod_ip.as_deref())
             .await;
         let status = podstatus::pod_status(&self.pod, &observed, Timestamp::now());
@@ -878,8 +882,7 @@ impl Worker {
                         EventType::Warning,
                         "Unhealthy",
                         format!("Readiness probe failed: {msg}"),
-                    )
-                    .await;
+                    );
                 }
                 view.ready = Some(v == Verdict::Success);
             }
@@ -904,8 +907,7 @@ impl Worker {
                     EventType::Warning,
                     "Unhealthy",
                     format!("{} probe failed: {msg}", kind.name()),
-                )
-                .await;
+                );
                 // A probe's own terminationGracePeriodSeconds wins (upstream).
                 let probe = match kind {
                     Kind::Startup => ct.startup_probe.as_ref(),
@@ -1072,8 +1074,7 @@ impl Worker {
                     "BackOff",
                     "Back-off restarting failed container".to_string()
                         + &format!(" {} in pod {name}_{ns}({uid})", ct.name),
-                )
-                .await;
+                );
             }
             self.waiting
                 .insert(ct.name.clone(), ("CrashLoopBackOff".into(), msg.clone()));
@@ -1086,7 +1087,7 @@ impl Worker {
         self.waiting.get(&ct.name).cloned()
     }
 
-    async fn run_sandbox(&mut self, attempt: u32) -> anyhow::Result<String> {
+    async fn run_sandbox(&self, attempt: u32) -> anyhow::Result<String> {
         let config = spec::sandbox_config(&self.agent.config, &self.pod, attempt);
         std::fs::create_dir_all(&config.log_directory)?;
         std::fs::create_dir_all(self.agent.config.pod_dir(&self.uid))?;
@@ -1148,7 +1149,7 @@ impl Worker {
         ) {
             let msg = format!("Back-off pulling image \"{image}\"");
             if self.waiting.get(&ct.name).map(|w| w.0.as_str()) != Some("ImagePullBackOff") {
-                self.event(EventType::Normal, "BackOff", msg.clone()).await;
+                self.event(EventType::Normal, "BackOff", msg.clone());
             }
             let _ = left;
             return Err(("ImagePullBackOff".into(), msg));
@@ -1157,8 +1158,7 @@ impl Worker {
             EventType::Normal,
             "Pulling",
             format!("Pulling image \"{image}\""),
-        )
-        .await;
+        );
         let host = containerd::registry_host(&image);
         self.ensure_loopback_registry(host);
         // The pod's pull secrets first, then the node's registries.yaml.
@@ -1197,8 +1197,7 @@ impl Worker {
                         "Successfully pulled image \"{image}\" in {:.3}s",
                         t.elapsed().as_secs_f64()
                     ),
-                )
-                .await;
+                );
                 Ok(r)
             }
             Err(e) => {
@@ -1208,9 +1207,8 @@ impl Worker {
                 );
                 next_backoff(&mut self.image_backoff, &image, now_ns(), base, max);
                 let msg = format!("Failed to pull image \"{image}\": {e:#}");
-                self.event(EventType::Warning, "Failed", msg.clone()).await;
-                self.event(EventType::Warning, "Failed", "Error: ErrImagePull".into())
-                    .await;
+                self.event(EventType::Warning, "Failed", msg.clone());
+                self.event(EventType::Warning, "Failed", "Error: ErrImagePull".into());
                 Err(("ErrImagePull".into(), msg))
             }
         }
@@ -1267,8 +1265,7 @@ impl Worker {
                     "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
                     missing.join(", ")
                 ),
-            )
-            .await;
+            );
         }
         credentials::lookup(&entries, image)
     }
@@ -1297,7 +1294,8 @@ impl Worker {
         }
     }
 
-    /// Fetches the ConfigMaps and Secrets the environment reads.
+    /// Fetches the ConfigMaps and Secrets the environment reads; the
+    /// Docker-link Services are those fetched with the sandbox, if any.
     async fn lookups(&self, ct: &Container) -> spec::Lookups {
         let (cms, secrets) = spec::env_refs(ct);
         let ns = meta(&self.pod).0.to_string();
@@ -1314,21 +1312,32 @@ impl Worker {
                 lk.secrets.insert(n, s);
             }
         }
-        // Docker-link variables: the namespace's services (unless
-        // enableServiceLinks is false) and the API server's `kubernetes`.
+        lk.services = match &self.link_services {
+            Some(s) => s.clone(),
+            None => self.link_services().await,
+        };
+        lk
+    }
+
+    /// The Services whose Docker-link variables the containers get: the
+    /// namespace's (unless enableServiceLinks is false) and the API
+    /// server's `kubernetes`.
+    async fn link_services(&self) -> Vec<Service> {
+        let ns = meta(&self.pod).0.to_string();
+        let mut services = Vec::new();
         let svc_api: Api<Service> = Api::namespaced(self.agent.client.clone(), &ns);
         if pod_spec(&self.pod).enable_service_links.unwrap_or(true)
             && let Ok(list) = svc_api.list(&Default::default()).await
         {
-            lk.services.extend(list.items);
+            services.extend(list.items);
         }
         if ns != "default" || !pod_spec(&self.pod).enable_service_links.unwrap_or(true) {
             let default: Api<Service> = Api::namespaced(self.agent.client.clone(), "default");
             if let Ok(Some(k)) = default.get_opt("kubernetes").await {
-                lk.services.push(k);
+                services.push(k);
             }
         }
-        lk
+        services
     }
 
     /// Pulls, creates and starts one container; failures become its waiting
@@ -1418,7 +1427,7 @@ impl Worker {
                 } else {
                     format!("MountVolume.SetUp failed: {m}")
                 };
-                self.event(EventType::Warning, "FailedMount", msg).await;
+                self.event(EventType::Warning, "FailedMount", msg);
                 return Err(("ContainerCreating".to_string(), m));
             }
         };
@@ -1460,8 +1469,7 @@ impl Worker {
             Ok(id) => id,
             Err(e) => {
                 let msg = format!("{e:#}");
-                self.event(EventType::Warning, "Failed", format!("Error: {msg}"))
-                    .await;
+                self.event(EventType::Warning, "Failed", format!("Error: {msg}"));
                 return Err(("CreateContainerError".into(), msg));
             }
         };
@@ -1469,12 +1477,10 @@ impl Worker {
             EventType::Normal,
             "Created",
             format!("Created container {}", ct.name),
-        )
-        .await;
+        );
         if let Err(e) = cri.start_container(&id).await {
             let msg = format!("{e:#}");
-            self.event(EventType::Warning, "Failed", format!("Error: {msg}"))
-                .await;
+            self.event(EventType::Warning, "Failed", format!("Error: {msg}"));
             // The container exists (exited, code 128): the restart logic
             // treats it like a crash from here on.
             return Ok(());
@@ -1483,8 +1489,7 @@ impl Worker {
             EventType::Normal,
             "Started",
             format!("Started container {}", ct.name),
-        )
-        .await;
+        );
         if let Some(post) = ct.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let target = HookTarget {
                 cri: cri.clone(),
@@ -1509,8 +1514,7 @@ impl Worker {
                     EventType::Warning,
                     "FailedPostStartHook",
                     "PostStartHook failed".into(),
-                )
-                .await;
+                );
                 if let Err(e) = hooks::kill_container(
                     &target,
                     Some(ct),
@@ -1527,7 +1531,9 @@ impl Worker {
         }
         // Keep the newest two instances of this container (the current one
         // and the one lastState shows); remove older ones.
-        if let Ok(list) = cri.list_containers(uid_filter(&self.uid)).await {
+        if attempt >= 2
+            && let Ok(list) = cri.list_containers(uid_filter(&self.uid)).await
+        {
             for old in list.iter().filter(|o| {
                 o.labels.get(CONTAINER_NAME_LABEL) == Some(&ct.name)
                     && o.metadata.as_ref().is_some_and(|m| m.attempt + 1 < attempt)

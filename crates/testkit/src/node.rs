@@ -194,7 +194,19 @@ impl NodeCleanup {
                     .status();
             }
         }
-        // The masquerade rules the bridge plugin added for this network.
+        // The agent's masquerade table for the bridge (the name as
+        // tug_kubelet::cni::masquerade_table makes it).
+        let table: String = self
+            .bridge
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &format!("tugboat_masq_{table}")])
+            .stderr(Stdio::null())
+            .status();
+        // The masquerade rules the bridge plugin added for this network
+        // (older agents enabled its per-pod ipMasq).
         let network = format!("tugboat-{}", self.bridge);
         if let Some(rules) = run_quiet("iptables", &["-t", "nat", "-S", "POSTROUTING"]) {
             for rule in rules

@@ -13,7 +13,10 @@
 //! work done by containerd alone: `ctr run --rm IMAGE ID true`, 50 times one
 //! after another, timed from spawn to exit (create, start, exit, delete: no
 //! sandbox, no CNI, no API server), and the same pods' CRI calls made
-//! straight to containerd, one after another and 30 at once. The agent's RSS
+//! straight to containerd, one after another and 30 at once. The pods one
+//! after another and both floors' runs are interleaved (a pod, a `ctr run`,
+//! a CRI run, in rotating order), so the ratios compare like with like on a
+//! machine whose load drifts. The agent's RSS
 //! is read with the 30 pods running. Progress goes to stderr; the table to stdout.
 //!
 //! Needs root, containerd, runc, the CNI plugins and `ctr`; the image comes
@@ -282,6 +285,7 @@ impl BenchNode {
             .args(["link", "delete", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        let _ = tug_kubelet::cni::remove_masquerade(&self.bridge);
         for d in cgroup_dirs(&self.cgroup_root).iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
@@ -545,28 +549,66 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
     pending.insert("warmup".to_string(), Instant::now());
     wait_running(&mut events, &mut pending, &mut done, |d| !d.is_empty(), Duration::from_secs(300)).await?;
     delete_all(&mut conn, Duration::from_secs(60)).await?;
-    let sock = node.containerd_socket();
-    wait_runtime_empty(&sock, Duration::from_secs(120)).await?;
+    wait_runtime_empty(&node.containerd_socket(), Duration::from_secs(120)).await?;
     done.clear();
 
-    // One after another.
-    for i in 0..a.sequential {
-        let name = format!("seq-{i}");
-        let t = Instant::now();
-        conn.expect(Method::POST, PODS, Some(pod_body(&name, &image).into()), StatusCode::CREATED).await?;
-        pending.insert(name.clone(), t);
-        wait_running(&mut events, &mut pending, &mut done, |d| d.iter().any(|(n, _)| *n == name), timeout).await?;
-        let at = done.last().expect("one done").1;
-        r.sequential_us.push(at.duration_since(t).as_micros() as u64);
+    // containerd alone, same image, same containerd: one warm-up of each
+    // floor (as the warm-up pod is for the agent), not counted.
+    let sock = node.containerd_socket();
+    let floor = CriFloor::new(node, &image).await?;
+    if a.floor_runs > 0 {
+        ctr_run(&sock, &image, &format!("tug-bench-floor-{pid}-warmup")).await?;
+        floor.once("cri-floor-warmup").await?;
+    }
+
+    // One after another, interleaved with the two floors: round i times a
+    // pod, a `ctr run --rm` and the CRI calls alone, in an order that
+    // rotates, so that all three see the same machine (load drifts over a
+    // run) and the same number of running pods, and each follows each of
+    // the others equally often.
+    let rounds = a.sequential.max(a.floor_runs);
+    for i in 0..rounds {
+        for step in 0..3 {
+            match (step + i) % 3 {
+                0 if i < a.sequential => {
+                    let name = format!("seq-{i}");
+                    let t = Instant::now();
+                    conn.expect(Method::POST, PODS, Some(pod_body(&name, &image).into()), StatusCode::CREATED)
+                        .await?;
+                    pending.insert(name.clone(), t);
+                    wait_running(&mut events, &mut pending, &mut done, |d| d.iter().any(|(n, _)| *n == name), timeout)
+                        .await?;
+                    let at = done.last().expect("one done").1;
+                    r.sequential_us.push(at.duration_since(t).as_micros() as u64);
+                }
+                1 if i < a.floor_runs => {
+                    r.floor_us.push(ctr_run(&sock, &image, &format!("tug-bench-floor-{pid}-{i}")).await?);
+                }
+                2 if i < a.floor_runs => r.cri_floor_us.push(floor.once(&format!("cri-floor-{i}")).await?),
+                _ => {}
+            }
+        }
         if (i + 1) % 10 == 0 {
             eprintln!(
-                "  sequential: {}/{} Running, last {}; load {}",
+                "  round {}/{rounds}: last pod {}, ctr run {}, CRI alone {}; load {}",
                 i + 1,
-                a.sequential,
                 fmt_us(r.sequential_us.last().copied()),
+                fmt_us(r.floor_us.last().copied()),
+                fmt_us(r.cri_floor_us.last().copied()),
                 loadavg()
             );
         }
+    }
+    r.floor_us.sort_unstable();
+    r.cri_floor_us.sort_unstable();
+    if a.floor_runs > 0 {
+        eprintln!(
+            "  containerd floor: ctr run --rm p50 {} p99 {}; CRI floor: sandbox + container p50 {} p99 {}",
+            fmt_us(percentile(&r.floor_us, 0.5)),
+            fmt_us(percentile(&r.floor_us, 0.99)),
+            fmt_us(percentile(&r.cri_floor_us, 0.5)),
+            fmt_us(percentile(&r.cri_floor_us, 0.99))
+        );
     }
     r.sequential_us.sort_unstable();
     if a.sequential > 0 {
@@ -628,42 +670,6 @@ async fn run_bench(a: &PodStartupBenchArgs, node: &mut BenchNode, r: &mut Outcom
     drop(events);
     watch.abort();
 
-    // containerd alone, same image, same containerd; the first run warms up
-    // (as the warm-up pod does for the agent) and is not counted.
-    for i in 0..a.floor_runs + usize::from(a.floor_runs > 0) {
-        let id = format!("tug-bench-floor-{pid}-{i}");
-        let t = Instant::now();
-        let out = tokio::process::Command::new("ctr")
-            .arg("-a")
-            .arg(&sock)
-            .args(["-n", "k8s.io", "run", "--rm", &image, &id, "true"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .context("running ctr")?;
-        let us = t.elapsed().as_micros() as u64;
-        if !out.status.success() {
-            bail!("ctr run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        if i > 0 {
-            r.floor_us.push(us);
-        }
-    }
-    r.floor_us.sort_unstable();
-    eprintln!(
-        "  containerd floor: ctr run --rm p50 {} p99 {}",
-        fmt_us(percentile(&r.floor_us, 0.5)),
-        fmt_us(percentile(&r.floor_us, 0.99))
-    );
-    let floor = CriFloor::new(node, &image).await?;
-    if a.floor_runs > 0 {
-        r.cri_floor_us = floor.sequential(a.floor_runs).await?;
-        eprintln!(
-            "  CRI floor: sandbox + container p50 {} p99 {}",
-            fmt_us(percentile(&r.cri_floor_us, 0.5)),
-            fmt_us(percentile(&r.cri_floor_us, 0.99))
-        );
-    }
     if a.burst > 0 {
         r.cri_burst_us = floor.burst(a.burst).await?;
         eprintln!(
@@ -744,23 +750,15 @@ impl CriFloor {
         self.cri.remove_pod_sandbox(sid).await
     }
 
-    /// `runs` pods one after another, each removed (untimed) before the
-    /// next; timed from RunPodSandbox to StartContainer's return (one
-    /// warm-up not counted). Sorted microseconds.
-    async fn sequential(&self, runs: usize) -> anyhow::Result<Vec<u64>> {
-        let mut out = Vec::new();
-        for i in 0..=runs {
-            let configs = self.configs(&format!("cri-floor-{i}"))?;
-            let t = Instant::now();
-            let ids = self.start(configs).await?;
-            let us = t.elapsed().as_micros() as u64;
-            self.remove(&ids).await?;
-            if i > 0 {
-                out.push(us);
-            }
-        }
-        out.sort_unstable();
-        Ok(out)
+    /// One pod's CRI calls, timed from RunPodSandbox to StartContainer's
+    /// return; the pod is removed (untimed) before it returns. Microseconds.
+    async fn once(&self, name: &str) -> anyhow::Result<u64> {
+        let configs = self.configs(name)?;
+        let t = Instant::now();
+        let ids = self.start(configs).await?;
+        let us = t.elapsed().as_micros() as u64;
+        self.remove(&ids).await?;
+        Ok(us)
     }
 
     /// `n` pods started at once (as the burst pods are), each timed from the
@@ -794,6 +792,25 @@ impl CriFloor {
         out.sort_unstable();
         Ok(out)
     }
+}
+
+/// `ctr run --rm IMAGE ID true` on the agent's containerd, timed from
+/// spawn to exit; microseconds.
+async fn ctr_run(sock: &Path, image: &str, id: &str) -> anyhow::Result<u64> {
+    let t = Instant::now();
+    let out = tokio::process::Command::new("ctr")
+        .arg("-a")
+        .arg(sock)
+        .args(["-n", "k8s.io", "run", "--rm", image, id, "true"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running ctr")?;
+    let us = t.elapsed().as_micros() as u64;
+    if !out.status.success() {
+        bail!("ctr run failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(us)
 }
 
 fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
@@ -916,7 +933,7 @@ fn print_report(a: &PodStartupBenchArgs, r: &Outcome, total: Duration, load_star
         "* Pods: busybox `sleep 3600`, image present (imagePullPolicy IfNotPresent), timed from the create request to the pod watch event showing Running: scheduling, sandbox (pause container + CNI), container create and start, and the status write all included."
     );
     println!(
-        "* Floor: `ctr run --rm IMAGE ID true` on the agent's containerd, timed from spawn to exit: the ctr process, container create, task start, exit, task and container delete (no sandbox, no CNI, no API server)."
+        "* Floor: `ctr run --rm IMAGE ID true` on the agent's containerd, timed from spawn to exit: the ctr process, container create, task start, exit, task and container delete (no sandbox, no CNI, no API server). Its runs and the CRI-alone runs are interleaved with the pods one after another (rotating order), with the earlier pods still running."
     );
     println!(
         "* CRI alone: RunPodSandbox (pause container, network namespace, CNI bridge + host-local + portmap), CreateContainer, StartContainer with the configurations the agent builds, straight to the agent's containerd (no API server, no agent), timed to StartContainer's return; and the same for {} pods started at once, each timed from the common start: the runtime's own floor for the burst on this machine.",
