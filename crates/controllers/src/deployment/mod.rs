@@ -10,7 +10,8 @@
 //!   within `replicas + maxSurge` (percentages round up), old ones are
 //!   scaled down while the available pods stay at least
 //!   `replicas - maxUnavailable` (percentages round down); unhealthy old
-//!   replicas go first.
+//!   replicas go first. An RS's available pods count at most up to its
+//!   size: one just scaled down still reports the pods being deleted.
 //! - **Recreate**: old RSs are scaled to 0 and their pods must be gone
 //!   before the new RS is created and scaled up.
 //! - Revisions: each RS carries `deployment.kubernetes.io/revision`; the
@@ -662,15 +663,14 @@ impl DeploymentController {
         Ok(self.scale_and_record(d, new_rs, n).await?.0)
     }
 
-    /// Upstream's `reconcileOldReplicaSets`.
+    /// Upstream's `reconcileOldReplicaSets` (the decisions are
+    /// [`max_old_scale_down`], [`unhealthy_cleanup_sizes`] and
+    /// [`rolling_scale_down_sizes`]).
     async fn reconcile_old_rss(&self, d: &Deployment, all: &[ReplicaSet], old: Vec<ReplicaSet>, new_rs: &ReplicaSet) -> Result<bool, Error> {
         if replica_count(&old) == 0 {
             return Ok(false);
         }
-        let all_pods = replica_count(all);
-        let min_available = replicas(d) - max_unavailable(d);
-        let new_unavailable = rs_replicas(new_rs) - rs_available(new_rs);
-        let max_scaled_down = all_pods - min_available - new_unavailable;
+        let max_scaled_down = max_old_scale_down(d, all, new_rs);
         if max_scaled_down <= 0 {
             return Ok(false);
         }
@@ -682,53 +682,37 @@ impl DeploymentController {
         Ok(cleaned + scaled > 0)
     }
 
+    /// Upstream's `cleanupUnhealthyReplicas`: the old RSs, oldest first,
+    /// as written, and how many replicas were removed.
     async fn cleanup_unhealthy(&self, d: &Deployment, mut old: Vec<ReplicaSet>, max_cleanup: i32) -> Result<(Vec<ReplicaSet>, i32), Error> {
         sort_by_creation(&mut old);
-        let mut total = 0;
-        for slot in old.iter_mut() {
-            if total >= max_cleanup {
-                break;
+        let (sizes, total) = unhealthy_cleanup_sizes(&old, max_cleanup);
+        for (slot, size) in old.iter_mut().zip(sizes) {
+            if size != rs_replicas(slot) {
+                let (_, updated) = self.scale_and_record(d, slot, size).await?;
+                *slot = updated;
             }
-            let target = &*slot;
-            let (r, avail) = (rs_replicas(target), rs_available(target));
-            // Upstream skips only `r == avail`; an RS just scaled down can
-            // report more available pods than it wants, which upstream
-            // then refuses as an invalid scale "down" to a larger size.
-            if r == 0 || r <= avail {
-                continue;
-            }
-            let down = (max_cleanup - total).min(r - avail);
-            let new_count = r - down;
-            if new_count > r {
-                return Err(Error::Other(format!("invalid scale down of {} {r} -> {new_count}", target.name_any())));
-            }
-            let (_, updated) = self.scale_and_record(d, target, new_count).await?;
-            total += down;
-            *slot = updated;
         }
         Ok((old, total))
     }
 
+    /// Upstream's `scaleDownOldReplicaSetsForRollingUpdate`.
     async fn scale_down_old_for_rolling(&self, d: &Deployment, all: &[ReplicaSet], mut old: Vec<ReplicaSet>) -> Result<i32, Error> {
-        let min_available = replicas(d) - max_unavailable(d);
-        let available = available_count(all);
-        if available <= min_available {
-            return Ok(0);
-        }
         sort_by_creation(&mut old);
-        let mut total = 0;
-        let to_scale_down = available - min_available;
-        for target in &old {
-            if total >= to_scale_down {
-                break;
+        let (sizes, total) = rolling_scale_down_sizes(d, all, &old);
+        if total > 0 {
+            tracing::debug!(
+                deployment = %d.name_any(),
+                available = available_count(all),
+                available_within_spec = available_count_within_spec(all),
+                scaling_down = total,
+                "old replica sets have replicas available beyond the minimum"
+            );
+        }
+        for (target, size) in old.iter().zip(sizes) {
+            if size != rs_replicas(target) {
+                self.scale_and_record(d, target, size).await?;
             }
-            let r = rs_replicas(target);
-            if r == 0 {
-                continue;
-            }
-            let down = r.min(to_scale_down - total);
-            self.scale_and_record(d, target, r - down).await?;
-            total += down;
         }
         Ok(total)
     }

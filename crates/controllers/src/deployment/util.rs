@@ -82,6 +82,21 @@ pub fn rs_available(rs: &ReplicaSet) -> i32 {
     rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
 }
 
+/// The available replicas an RS can be counted on for when deciding how
+/// far to scale down: its reported `availableReplicas`, but never more
+/// than its `spec.replicas`. An RS just scaled down still reports the pods
+/// its controller is deleting (its status is written from the pods it had
+/// before it saw them go), so right after a scale-down from 3 to 2 it can
+/// report 3 available; its controller deletes not-ready pods first, so once
+/// it has acted at most `spec.replicas` of them remain available. Counting
+/// the reported 3 lets the next pass scale down once more for pods that are
+/// already going, below `replicas - maxUnavailable`. (Upstream refuses such
+/// an RS in `cleanupUnhealthyReplicas`, as an invalid scale "down" to a
+/// larger size, which ends that pass without scaling down.)
+pub fn rs_available_within_spec(rs: &ReplicaSet) -> i32 {
+    rs_available(rs).min(rs_replicas(rs)).max(0)
+}
+
 pub fn rs_ready(rs: &ReplicaSet) -> i32 {
     rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
 }
@@ -301,6 +316,12 @@ pub fn available_count(rss: &[ReplicaSet]) -> i32 {
     rss.iter().map(rs_available).sum()
 }
 
+/// [`available_count`] with each RS's [`rs_available_within_spec`]: what
+/// scale-down decisions read.
+pub fn available_count_within_spec(rss: &[ReplicaSet]) -> i32 {
+    rss.iter().map(rs_available_within_spec).sum()
+}
+
 pub fn ready_count(rss: &[ReplicaSet]) -> i32 {
     rss.iter().map(rs_ready).sum()
 }
@@ -353,6 +374,67 @@ pub fn new_rs_new_replicas(d: &Deployment, all: &[ReplicaSet], new_rs: &ReplicaS
     } else {
         replicas(d)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Rolling update: scaling old ReplicaSets down (upstream's
+// `reconcileOldReplicaSets`), the decisions without the writes.
+
+/// How many old replicas `reconcileOldReplicaSets` may remove now: all
+/// replicas, less the minimum available (`replicas - maxUnavailable`),
+/// less the new RS's unavailable ones.
+pub fn max_old_scale_down(d: &Deployment, all: &[ReplicaSet], new_rs: &ReplicaSet) -> i32 {
+    let min_available = replicas(d) - max_unavailable(d);
+    let new_unavailable = rs_replicas(new_rs) - rs_available_within_spec(new_rs);
+    replica_count(all) - min_available - new_unavailable
+}
+
+/// Upstream's `cleanupUnhealthyReplicas` decision: the size of each old RS
+/// (`old` sorted oldest first) after removing up to `max_cleanup`
+/// unavailable replicas, and how many that removes. An RS reporting at
+/// least `spec.replicas` available has nothing unhealthy to remove (see
+/// [`rs_available_within_spec`] for why it can report more).
+pub fn unhealthy_cleanup_sizes(old: &[ReplicaSet], max_cleanup: i32) -> (Vec<i32>, i32) {
+    let mut total = 0;
+    let sizes = old
+        .iter()
+        .map(|rs| {
+            let (r, avail) = (rs_replicas(rs), rs_available_within_spec(rs));
+            if total >= max_cleanup || r == 0 || avail >= r {
+                return r;
+            }
+            let down = (max_cleanup - total).min(r - avail);
+            total += down;
+            r - down
+        })
+        .collect();
+    (sizes, total)
+}
+
+/// Upstream's `scaleDownOldReplicaSetsForRollingUpdate` decision: the size
+/// of each old RS (`old` sorted oldest first, `all` = `old` and the new RS)
+/// once the replicas available beyond `replicas - maxUnavailable` are
+/// removed, oldest RS first, and how many that removes. Availability is
+/// counted within each RS's size ([`rs_available_within_spec`]): pods an RS
+/// is already deleting are not there to be removed again.
+pub fn rolling_scale_down_sizes(d: &Deployment, all: &[ReplicaSet], old: &[ReplicaSet]) -> (Vec<i32>, i32) {
+    let min_available = replicas(d) - max_unavailable(d);
+    let available = available_count_within_spec(all);
+    let to_scale_down = (available - min_available).max(0);
+    let mut total = 0;
+    let sizes = old
+        .iter()
+        .map(|rs| {
+            let r = rs_replicas(rs);
+            if total >= to_scale_down || r == 0 {
+                return r;
+            }
+            let down = r.min(to_scale_down - total);
+            total += down;
+            r - down
+        })
+        .collect();
+    (sizes, total)
 }
 
 /// Upstream's `GetProportion` for proportional scaling.
@@ -702,6 +784,76 @@ mod tests {
         let c = get_condition(&s, "Progressing").unwrap();
         assert_eq!(c.reason.as_deref(), Some(NEW_RS_AVAILABLE_REASON));
         assert_eq!(c.last_transition_time.as_ref().unwrap().0.as_second(), 100);
+    }
+
+    /// An RS of `spec` replicas whose status reports `status` pods, of
+    /// which `available` are available.
+    fn rs_with_status(name: &str, spec: i32, status: i32, available: i32) -> ReplicaSet {
+        let mut r = rs(name, spec, available, json!({}));
+        r.status.as_mut().unwrap().replicas = status;
+        r
+    }
+
+    /// The old RSs' sizes after one pass of `reconcileOldReplicaSets`, as
+    /// the controller composes the decisions: the bound, the unhealthy
+    /// cleanup, then the scale-down with the cleaned-up sizes.
+    fn old_sizes_after_pass(d: &Deployment, old: &[ReplicaSet], new: &ReplicaSet) -> Vec<i32> {
+        let mut all = old.to_vec();
+        all.push(new.clone());
+        let max = max_old_scale_down(d, &all, new);
+        if max <= 0 {
+            return old.iter().map(rs_replicas).collect();
+        }
+        let (sizes, _) = unhealthy_cleanup_sizes(old, max);
+        let mut old = old.to_vec();
+        for (rs, size) in old.iter_mut().zip(sizes) {
+            set_rs_replicas(rs, size);
+        }
+        let mut all = old.clone();
+        all.push(new.clone());
+        rolling_scale_down_sizes(d, &all, &old).0
+    }
+
+    #[test]
+    fn old_rs_scale_down_keeps_min_available() {
+        // 4 replicas, maxSurge 1, maxUnavailable 1: at least 3 available.
+        let d = deploy(4, json!(1), json!(1));
+        // Steady state: old 3 (all available), new 2 (1 available): 4
+        // available, one old replica may go.
+        let old = rs_with_status("old", 3, 3, 3);
+        let new = rs_with_status("new", 2, 2, 1);
+        assert_eq!(old_sizes_after_pass(&d, &[old], &new), [2]);
+        // Unhealthy old replicas go first, and cost no availability: old 4
+        // (2 available), new 1 (none): the bound is 5 - 3 - 1 = 1.
+        let old = rs_with_status("old", 4, 4, 2);
+        let new = rs_with_status("new", 1, 1, 0);
+        assert_eq!(unhealthy_cleanup_sizes(std::slice::from_ref(&old), 1), (vec![3], 1));
+        assert_eq!(old_sizes_after_pass(&d, &[old], &new), [3]);
+    }
+
+    #[test]
+    fn old_rs_scale_down_does_not_count_pods_already_being_deleted() {
+        let d = deploy(4, json!(1), json!(1));
+        // The old RS was just scaled from 3 to 2; its status still counts
+        // the pod its controller is deleting (3 available). The new RS has
+        // 3, 2 of them available. Really available once the old RS's pod
+        // is gone: 2 + 2 = 4, so one more old replica may go (old 1 → 3
+        // available). Counting the reported 3 gives 5 and scales the old
+        // RS to 0, leaving 2 available: below 4 - 1.
+        let old = rs_with_status("old", 2, 3, 3);
+        let new = rs_with_status("new", 3, 3, 2);
+        assert_eq!(old_sizes_after_pass(&d, &[old.clone()], &new), [1]);
+        assert_eq!(rs_available_within_spec(&old), 2);
+        // Earlier in the same rollout: old just scaled from 4 to 3 (status
+        // 4 available), new 2 with 1 available: 3 + 1 = 4, one may go.
+        let old = rs_with_status("old", 3, 4, 4);
+        let new = rs_with_status("new", 2, 2, 1);
+        assert_eq!(old_sizes_after_pass(&d, &[old], &new), [2]);
+        // Two old RSs, the older one just scaled down from 2 to 1.
+        let older = rs_with_status("older", 1, 2, 2);
+        let old = rs_with_status("old", 2, 2, 2);
+        let new = rs_with_status("new", 2, 2, 1);
+        assert_eq!(old_sizes_after_pass(&d, &[older, old], &new), [0, 2], "1 + 2 + 1 available: one may go");
     }
 
     #[test]
