@@ -134,17 +134,20 @@ fn diff(old: &Value, new: &Value, definition: &str) -> Diff {
     let schemas = Schemas::get();
     let schema = schemas.definition(definition).unwrap_or(&NULL);
     let mut d = Diff { changed: FieldSet::new(), removed: FieldSet::new() };
-    diff_value(old, new, (old, new), schema, schemas, &mut Vec::new(), &mut d);
+    if old != new {
+        diff_value(old, new, schema, schemas, &mut Vec::new(), &mut d);
+    }
     d.changed.retain(|p| !is_unowned(p));
     d.removed.retain(|p| !is_unowned(p) && get_at(new, p).is_none());
     d
 }
 
-/// Diffs two values at `path` (`roots` are the whole objects).
-fn diff_value(old: &Value, new: &Value, roots: (&Value, &Value), schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
-    if old == new {
-        return;
-    }
+/// Diffs `old` and `new`, the values at `path` on either side, which the
+/// caller found to differ (each subtree is compared once, by its parent).
+/// Every path found below is compared from these values down (never from
+/// the roots: that re-walked every list and re-parsed every `k:` key for
+/// each path).
+fn diff_value(old: &Value, new: &Value, schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
     match (old, new) {
         (Value::Object(o), Value::Object(n)) if !o.is_empty() && !n.is_empty() => {
             for (k, v) in n {
@@ -156,15 +159,15 @@ fn diff_value(old: &Value, new: &Value, roots: (&Value, &Value), schema: &Value,
                     Some(ov) if !v.is_array() && !ov.is_array() => {
                         let child = schemas.property(schema, k).unwrap_or(&NULL);
                         path.push(format!("f:{k}"));
-                        diff_value(ov, v, roots, child, schemas, path, d);
+                        diff_value(ov, v, child, schemas, path, d);
                         path.pop();
                     }
-                    ov => diff_member(k, ov, Some(v), roots, schema, schemas, path, d),
+                    ov => diff_member(k, ov, Some(v), schema, schemas, path, d),
                 }
             }
             for (k, ov) in o {
                 if !n.contains_key(k) && !is_unowned_member(path, k) {
-                    diff_member(k, Some(ov), None, roots, schema, schemas, path, d);
+                    diff_member(k, Some(ov), None, schema, schemas, path, d);
                 }
             }
         }
@@ -174,14 +177,24 @@ fn diff_value(old: &Value, new: &Value, roots: (&Value, &Value), schema: &Value,
             walk(new, schema, schemas, path, &mut new_set);
             let mut old_set = FieldSet::new();
             walk(old, schema, schemas, path, &mut old_set);
-            collect_diff(new_set, old_set, roots, d);
+            collect_diff(new_set, old_set, (Some(old), Some(new)), path.len(), d);
         }
     }
 }
 
-/// Diffs member `k` of the object at `path` by comparing its paths on both sides.
-#[allow(clippy::too_many_arguments)]
-fn diff_member(k: &str, old: Option<&Value>, new: Option<&Value>, roots: (&Value, &Value), schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
+/// Diffs member `k` of the object at `path`: keyed lists item by item,
+/// anything else by comparing its paths on both sides.
+fn diff_member(k: &str, old: Option<&Value>, new: Option<&Value>, schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) {
+    if let (Some(Value::Array(o)), Some(Value::Array(n))) = (old, new)
+        && !o.is_empty()
+        && !n.is_empty()
+        && let (ListShape::Keyed(ko), ListShape::Keyed(kn)) =
+            (list_shape(schemas, schema, k, o), list_shape(schemas, schema, k, n))
+        && ko == kn
+        && diff_keyed(k, o, n, &kn, schema, schemas, path, d)
+    {
+        return;
+    }
     let mut new_set = FieldSet::new();
     if let Some(v) = new {
         walk_member(k, v, schema, schemas, path, &mut new_set);
@@ -190,15 +203,68 @@ fn diff_member(k: &str, old: Option<&Value>, new: Option<&Value>, roots: (&Value
     if let Some(v) = old {
         walk_member(k, v, schema, schemas, path, &mut old_set);
     }
-    collect_diff(new_set, old_set, roots, d);
+    // The paths start with `path` and `f:k`; below that, they are relative
+    // to the member's values.
+    collect_diff(new_set, old_set, (old, new), path.len() + 1, d);
 }
 
-fn collect_diff(new_set: FieldSet, old_set: FieldSet, (old_root, new_root): (&Value, &Value), d: &mut Diff) {
+/// Diffs a keyed list (member `k`, merge key `key`) item by item: equal
+/// items are skipped, changed ones are diffed below their key, added and
+/// removed ones contribute all their paths. `false` (nothing recorded)
+/// when a key repeats on either side; the caller then compares paths.
+#[allow(clippy::too_many_arguments)]
+fn diff_keyed(k: &str, old: &[Value], new: &[Value], key: &str, schema: &Value, schemas: &Schemas, path: &mut Path, d: &mut Diff) -> bool {
+    let keyed = |items: &[Value]| -> Option<Vec<(String, usize)>> {
+        let mut v: Vec<(String, usize)> = items.iter().enumerate().map(|(i, item)| (item_key(item, key), i)).collect();
+        v.sort_unstable();
+        v.windows(2).all(|w| w[0].0 != w[1].0).then_some(v)
+    };
+    let (Some(old_keys), Some(new_keys)) = (keyed(old), keyed(new)) else { return false };
+    let child = schemas.property(schema, k).unwrap_or(&NULL);
+    let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
+    path.push(format!("f:{k}"));
+    let find = |keys: &[(String, usize)], ik: &str| keys.binary_search_by(|(x, _)| x.as_str().cmp(ik)).ok().map(|i| keys[i].1);
+    for (ik, ni) in &new_keys {
+        path.push(ik.clone());
+        let item = &new[*ni];
+        match find(&old_keys, ik).map(|oi| &old[oi]) {
+            Some(o) if o == item => {}
+            Some(o) => {
+                d.changed.insert(with(path, "."));
+                diff_value(o, item, item_schema, schemas, path, d);
+            }
+            None => {
+                d.changed.insert(with(path, "."));
+                walk(item, item_schema, schemas, path, &mut d.changed);
+            }
+        }
+        path.pop();
+    }
+    for (ik, oi) in &old_keys {
+        if find(&new_keys, ik).is_none() {
+            path.push(ik.clone());
+            d.removed.insert(with(path, "."));
+            walk(&old[*oi], item_schema, schemas, path, &mut d.removed);
+            path.pop();
+        }
+    }
+    path.pop();
+    true
+}
+
+/// Paths of `old_set` missing from `new_set` are removed; paths of
+/// `new_set` whose value differs are changed. The values are looked up
+/// from `bases` (the values at the paths' first `skip` elements).
+fn collect_diff(new_set: FieldSet, old_set: FieldSet, (old_base, new_base): (Option<&Value>, Option<&Value>), skip: usize, d: &mut Diff) {
     for p in old_set.difference(&new_set) {
         d.removed.insert(p.clone());
     }
+    fn at<'a>(base: Option<&'a Value>, p: &[String]) -> Option<&'a Value> {
+        base.and_then(|b| get_at(b, p))
+    }
     for p in new_set {
-        if get_at(old_root, &p) != get_at(new_root, &p) {
+        let rel = &p[skip.min(p.len())..];
+        if at(old_base, rel) != at(new_base, rel) {
             d.changed.insert(p);
         }
     }
@@ -217,6 +283,30 @@ fn fields_v1_holds_any(tree: &Value, paths: &FieldSet) -> bool {
         }
         node.as_object().is_none_or(|m| m.is_empty())
     })
+}
+
+/// Removes leaf `path` from a `fieldsV1` tree, and the nodes it leaves
+/// empty (a set of paths read back from the tree must not gain them as
+/// leaves): what `from_fields_v1`, removing the path and `to_fields_v1` do,
+/// without rebuilding the tree.
+fn fields_v1_remove(tree: &mut Map<String, Value>, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else { return };
+    let Some(node) = tree.get_mut(first.as_str()) else { return };
+    let is_leaf = node.as_object().is_none_or(|m| m.is_empty());
+    if rest.is_empty() || is_leaf {
+        // A leaf is removed when it is the path's end; a path reaching
+        // past a leaf is not in the tree.
+        if rest.is_empty() && is_leaf {
+            tree.shift_remove(first.as_str());
+        }
+        return;
+    }
+    if let Some(m) = node.as_object_mut() {
+        fields_v1_remove(m, rest);
+        if m.is_empty() {
+            tree.shift_remove(first.as_str());
+        }
+    }
 }
 
 /// `fieldsV1` of all the fields of `value` (whose type is `definition`) that
@@ -451,18 +541,18 @@ fn entry(manager: &str, operation: &str, api_version: &str, set: &FieldSet, subr
 }
 
 fn entry_with(manager: &str, operation: &str, api_version: &str, fields_v1: Value, subresource: Option<&str>) -> Value {
-    let mut e = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": meta::now_rfc3339(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1,
-    });
+    // Built by hand: `json!` would serialize `fields_v1` into a copy.
+    let mut e = Map::new();
+    e.insert("manager".into(), Value::String(manager.into()));
+    e.insert("operation".into(), Value::String(operation.into()));
+    e.insert("apiVersion".into(), Value::String(api_version.into()));
+    e.insert("time".into(), Value::String(meta::now_rfc3339()));
+    e.insert("fieldsType".into(), Value::String("FieldsV1".into()));
+    e.insert("fieldsV1".into(), fields_v1);
     if let Some(s) = subresource {
-        e["subresource"] = json!(s);
+        e.insert("subresource".into(), Value::String(s.into()));
     }
-    e
+    Value::Object(e)
 }
 
 /// Records an Update by `manager`: it takes ownership of every field it
@@ -501,10 +591,11 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
         if !fields_v1_holds_any(tree, &changed) && !fields_v1_holds_any(tree, &removed) {
             return true;
         }
-        let mut set = from_fields_v1(tree);
-        set.retain(|p| !changed.contains(p) && !removed.contains(p));
-        e["fieldsV1"] = to_fields_v1(&set);
-        !set.is_empty()
+        let Some(tree) = e.get_mut("fieldsV1").and_then(Value::as_object_mut) else { return false };
+        for p in changed.iter().chain(&removed) {
+            fields_v1_remove(tree, p);
+        }
+        !tree.is_empty()
     });
     mine.retain(|p| !removed.contains(p));
     mine.extend(changed);
@@ -854,5 +945,152 @@ mod tests {
         let mut v = json!({"spec": {"containers": [{"name": "a", "bogus": 1}]}});
         remove_path(&mut v, "spec.containers[0].bogus");
         assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
+    }
+
+    /// The definition of [`diff`]: every path of both sides, compared from
+    /// the roots. `diff` must find exactly this, only faster.
+    fn diff_by_full_walk(old: &Value, new: &Value, definition: &str) -> (FieldSet, FieldSet) {
+        let schemas = Schemas::get();
+        let schema = schemas.definition(definition).unwrap_or(&NULL);
+        let (mut new_set, mut old_set) = (FieldSet::new(), FieldSet::new());
+        walk(new, schema, schemas, &mut Vec::new(), &mut new_set);
+        walk(old, schema, schemas, &mut Vec::new(), &mut old_set);
+        let removed = old_set
+            .difference(&new_set)
+            .filter(|p| !is_unowned(p) && get_at(new, p).is_none())
+            .cloned()
+            .collect();
+        let changed = new_set.into_iter().filter(|p| !is_unowned(p) && get_at(old, p) != get_at(new, p)).collect();
+        (changed, removed)
+    }
+
+    fn sample_pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"app": "web"}, "finalizers": ["a", "b"],
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rsu", "controller": true}]},
+               "spec": {"containers": [
+                            {"name": "c", "image": "busybox", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                             "resources": {"requests": {"cpu": "100m"}}, "args": ["sleep", "1"]},
+                            {"name": "d", "image": "busybox", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}],
+                        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                        "nodeSelector": {"disk": "ssd"}},
+               "status": {"phase": "Pending",
+                          "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "t0"}]}})
+    }
+
+    fn running(mut p: Value) -> Value {
+        p["spec"]["nodeName"] = json!("n1");
+        p["status"] = json!({"phase": "Running", "hostIP": "10.0.0.1", "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}],
+            "startTime": "t1", "qosClass": "Burstable",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "t0"},
+                           {"type": "Initialized", "status": "True", "lastTransitionTime": "t1"},
+                           {"type": "Ready", "status": "True", "lastTransitionTime": "t2"},
+                           {"type": "ContainersReady", "status": "True", "lastTransitionTime": "t2"}],
+            "containerStatuses": [
+                {"name": "c", "ready": true, "restartCount": 0, "image": "busybox", "imageID": "sha", "started": true,
+                 "state": {"running": {"startedAt": "t1"}}},
+                {"name": "d", "ready": true, "restartCount": 0, "image": "busybox", "imageID": "sha", "started": true,
+                 "state": {"running": {"startedAt": "t1"}}}]});
+        p
+    }
+
+    fn assert_same_diff(old: &Value, new: &Value, what: &str) {
+        let d = diff(old, new, "io.k8s.api.core.v1.Pod");
+        let (changed, removed) = diff_by_full_walk(old, new, "io.k8s.api.core.v1.Pod");
+        assert_eq!(d.changed, changed, "changed paths differ: {what}\nold {old}\nnew {new}");
+        assert_eq!(d.removed, removed, "removed paths differ: {what}\nold {old}\nnew {new}");
+    }
+
+    #[test]
+    fn diff_finds_what_a_full_walk_finds() {
+        let created = sample_pod();
+        let bound = running(sample_pod());
+        assert_same_diff(&created, &bound, "create → running");
+        assert_same_diff(&bound, &created, "running → create");
+        let mut v = bound.clone();
+        v["status"]["conditions"].as_array_mut().unwrap().remove(1);
+        v["status"]["containerStatuses"][1]["state"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+        v["status"]["containerStatuses"][1]["lastState"] = json!({"running": {"startedAt": "t1"}});
+        v["status"]["containerStatuses"].as_array_mut().unwrap().swap(0, 1);
+        assert_same_diff(&bound, &v, "a condition removed, a container exited, items reordered");
+        // A repeated merge key (the item-wise diff steps aside).
+        let mut dup = bound.clone();
+        let first = dup["status"]["conditions"][0].clone();
+        dup["status"]["conditions"].as_array_mut().unwrap().push(json!({"type": "PodScheduled", "status": "False"}));
+        assert_same_diff(&bound, &dup, "repeated key in new");
+        assert_same_diff(&dup, &bound, "repeated key in old");
+        dup["status"]["conditions"][0] = first;
+        // A list losing its keys (atomic), a set of scalars, a shape change.
+        let mut w = bound.clone();
+        w["status"]["conditions"] = json!([{"status": "True"}]);
+        w["metadata"]["finalizers"] = json!(["b", "c"]);
+        w["spec"]["nodeSelector"] = json!("x");
+        assert_same_diff(&bound, &w, "keyless items, set change, object → scalar");
+        assert_same_diff(&w, &bound, "and back");
+        // Pseudo-random edits of the running pod.
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut rnd = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..400 {
+            let mut v = bound.clone();
+            for _ in 0..1 + rnd(4) {
+                mutate(&mut v, &mut rnd, 0);
+            }
+            assert_same_diff(&bound, &v, &format!("random edit {round}"));
+            assert_same_diff(&v, &bound, &format!("random edit {round}, reversed"));
+            // And the managedFields that come of it, with a history of two managers.
+            if v.get("apiVersion") == bound.get("apiVersion") && v.get("kind") == bound.get("kind") && v["metadata"].is_object() {
+                let mut live = created.clone();
+                record_update(&mut live, None, "creator", "v1", "Update", None);
+                let mut mid = bound.clone();
+                record_update(&mut mid, Some(&live), "kubelet", "v1", "Update", Some("status"));
+                let (mut fast, mut full) = (v.clone(), v.clone());
+                record_update(&mut fast, Some(&mid), "kubectl", "v1", "Update", None);
+                reference_record_update(&mut full, &mid, "kubectl", "v1", None);
+                assert_eq!(without_times(&fast), without_times(&full), "random edit {round}: {v}");
+            }
+        }
+    }
+
+    /// One random edit somewhere below `v`: a leaf changed, a member
+    /// removed or added, an item removed, repeated or moved.
+    fn mutate(v: &mut Value, rnd: &mut impl FnMut(usize) -> usize, depth: usize) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                let keys: Vec<String> = m.keys().cloned().collect();
+                let k = &keys[rnd(keys.len())];
+                match rnd(6) {
+                    0 if depth > 0 => {
+                        m.remove(k);
+                    }
+                    1 => {
+                        m.insert(format!("x{}", rnd(3)), json!(rnd(3)));
+                    }
+                    _ => mutate(m.get_mut(k).unwrap(), rnd, depth + 1),
+                }
+            }
+            Value::Array(a) if !a.is_empty() => match rnd(5) {
+                0 => {
+                    a.remove(rnd(a.len()));
+                }
+                1 => {
+                    let i = rnd(a.len());
+                    a.push(a[i].clone());
+                }
+                2 => {
+                    let (i, j) = (rnd(a.len()), rnd(a.len()));
+                    a.swap(i, j);
+                }
+                _ => {
+                    let i = rnd(a.len());
+                    mutate(&mut a[i], rnd, depth + 1)
+                }
+            },
+            _ => *v = json!(format!("v{}", rnd(3))),
+        }
     }
 }
