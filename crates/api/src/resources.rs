@@ -231,6 +231,12 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
     out
 }
 
+/// Whether `group/version` is served (what [`groups`] lists, without
+/// building the list: this is asked on every request).
+pub fn serves(group: &str, version: &str) -> bool {
+    RESOURCES.iter().any(|r| r.group == group && r.version == version)
+}
+
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     RESOURCES
@@ -275,5 +281,9 @@ mod tests {
         let v2 = find("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
         assert_eq!(v1.key(Some("a"), "b"), v2.key(Some("a"), "b"));
         assert_eq!(groups().iter().find(|(g, _)| *g == "autoscaling").unwrap().1, vec!["v2", "v1"]);
+        for (g, vs) in groups() {
+            assert!(vs.iter().all(|v| serves(g, v)), "{g}");
+        }
+        assert!(!serves("apps", "v2") && !serves("nope", "v1"));
     }
 }

@@ -40,7 +40,7 @@ pub fn parse_path(path: &str) -> Result<Route, ApiError> {
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found()),
     };
-    if !resources::groups().iter().any(|(g, vs)| *g == group && vs.contains(&version)) {
+    if !resources::serves(group, version) {
         return Err(not_found());
     }
     if rest.is_empty() {
