@@ -46,19 +46,30 @@ impl EventRecorder {
     /// Records the event in the background.
     pub fn record(self: &std::sync::Arc<Self>, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str) {
         let this = self.clone();
-        let pod = pod.clone();
+        // Only the reference goes along, not a copy of the whole pod.
+        let object = ObjectReference {
+            kind: Some("Pod".into()),
+            api_version: Some("v1".into()),
+            namespace: Some(helpers::pod_namespace(pod).to_string()),
+            name: pod.metadata.name.clone(),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        };
+        let uid = helpers::pod_uid(pod);
         let (type_, reason, action, message) = (type_.to_string(), reason.to_string(), action.to_string(), truncate_message(message));
         tokio::spawn(async move {
-            if let Err(e) = this.write(&pod, &type_, &reason, &action, &message).await {
-                tracing::warn!(pod = %helpers::pod_key(&pod), reason, error = %e, "could not record event");
+            if let Err(e) = this.write(object.clone(), uid, &type_, &reason, &action, &message).await {
+                let key = format!("{}/{}", object.namespace.as_deref().unwrap_or(""), object.name.as_deref().unwrap_or(""));
+                tracing::warn!(pod = %key, reason, error = %e, "could not record event");
             }
         });
     }
 
-    async fn write(&self, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str) -> Result<(), kube::Error> {
-        let ns = helpers::pod_namespace(pod).to_string();
+    async fn write(&self, object: ObjectReference, uid: String, type_: &str, reason: &str, action: &str, message: &str) -> Result<(), kube::Error> {
+        let ns = object.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let key = (helpers::pod_uid(pod), reason.to_string(), message.to_string());
+        let key = (uid, reason.to_string(), message.to_string());
         let now = jiff::Timestamp::now();
         let existing = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
         if let Some((name, count)) = existing {
@@ -68,18 +79,10 @@ impl EventRecorder {
                 return Ok(());
             }
         }
-        let name = format!("{}.{:x}", helpers::pod_name(pod), now.as_nanosecond());
+        let name = format!("{}.{:x}", object.name.as_deref().unwrap_or_default(), now.as_nanosecond());
         let ev = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
-            involved_object: ObjectReference {
-                kind: Some("Pod".into()),
-                api_version: Some("v1".into()),
-                namespace: Some(ns),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns), ..Default::default() },
+            involved_object: object,
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
             type_: Some(type_.to_string()),

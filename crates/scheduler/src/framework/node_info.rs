@@ -214,6 +214,10 @@ pub struct NodeInfo {
     pub requested: Resource,
     pub non_zero_requested: Resource,
     pub allocatable: Resource,
+    /// `spec.unschedulable` of the node, kept here because NodeUnschedulable
+    /// asks it of every node in every cycle: reading it from the Node was
+    /// that filter's whole cost (a cache miss per node).
+    unschedulable: bool,
     /// Bumped on every change (the cache uses it to refresh snapshots).
     pub generation: u64,
 }
@@ -236,12 +240,19 @@ impl NodeInfo {
             self.name = name.into();
         }
         self.allocatable = resources::node_allocatable(&node);
+        self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
         self.node = Some(node);
         self.generation += 1;
     }
 
+    /// The node's `spec.unschedulable` (cordoned).
+    pub fn unschedulable(&self) -> bool {
+        self.unschedulable
+    }
+
     pub fn remove_node(&mut self) {
         self.node = None;
+        self.unschedulable = false;
         self.generation += 1;
     }
 
