@@ -196,34 +196,45 @@ impl Schemas {
     pub fn unknown_fields(&self, definition: &str, obj: &Value) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(def) = self.definition(definition) {
-            self.walk_unknown(def, obj, "", &mut out);
+            self.walk_unknown(def, obj, &mut String::new(), &mut out);
         }
         out
     }
 
-    fn walk_unknown(&self, schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    /// `path` is one buffer, extended and cut back around each member: the
+    /// walk visits every field of every object written, and nearly always
+    /// finds nothing, so no path is formatted until a field is unknown.
+    fn walk_unknown(&self, schema: &Value, value: &Value, path: &mut String, out: &mut Vec<String>) {
         let schema = self.resolve(schema);
+        let len = path.len();
         match value {
             Value::Object(map) => {
                 let props = schema.get("properties").and_then(Value::as_object);
                 let additional = schema.get("additionalProperties").filter(|a| a.is_object());
                 for (k, v) in map {
-                    let child_path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    if len > 0 {
+                        path.push('.');
+                    }
+                    path.push_str(k);
                     if let Some(p) = props.and_then(|p| p.get(k)) {
-                        self.walk_unknown(p, v, &child_path, out);
+                        self.walk_unknown(p, v, path, out);
                     } else if let Some(a) = additional {
                         if !self.is_open(a) {
-                            self.walk_unknown(a, v, &child_path, out);
+                            self.walk_unknown(a, v, path, out);
                         }
                     } else if props.is_some() {
-                        out.push(child_path);
+                        out.push(path.clone());
                     }
+                    path.truncate(len);
                 }
             }
             Value::Array(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, v) in items.iter().enumerate() {
-                        self.walk_unknown(item_schema, v, &format!("{path}[{i}]"), out);
+                        use std::fmt::Write;
+                        let _ = write!(path, "[{i}]");
+                        self.walk_unknown(item_schema, v, path, out);
+                        path.truncate(len);
                     }
                 }
             }
@@ -268,5 +279,15 @@ mod tests {
         });
         let unknown = s.unknown_fields("io.k8s.api.core.v1.Pod", &pod);
         assert_eq!(unknown, vec!["metadata.bogus", "spec.containers[0].imagePullPolicyy"]);
+        // Paths are cut back after each member and item.
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod", "extra": true,
+            "spec": {"containers": [{"name": "a", "x": 1, "ports": [{"containerPort": 1, "y": 2}]}, {"name": "b", "z": 3}],
+                     "nodeName": "n", "w": 4}
+        });
+        assert_eq!(
+            s.unknown_fields("io.k8s.api.core.v1.Pod", &pod),
+            vec!["extra", "spec.containers[0].x", "spec.containers[0].ports[0].y", "spec.containers[1].z", "spec.w"]
+        );
     }
 }
