@@ -117,15 +117,21 @@ pub fn masquerade_script(c: &CniConfig) -> String {
     let t = masquerade_table(&c.bridge);
     let cidr = &c.pod_cidr;
     format!(
-        "table ip {t} {{}}\n\
-         delete table ip {t}\n\
+        "{}\
          table ip {t} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {cidr} ip daddr != {cidr} ip daddr != 224.0.0.0/4 masquerade\n\
          \t}}\n\
-         }}\n"
+         }}\n",
+        drop_table_script(&t)
     )
+}
+
+/// Deletes table `t`, creating it first so that the script does not fail
+/// when it is not there (nft has no "delete if it exists" in 1.0).
+fn drop_table_script(t: &str) -> String {
+    format!("table ip {t} {{}}\ndelete table ip {t}\n")
 }
 
 /// Installs (or replaces) the podCIDR's masquerade rule. It outlives the
@@ -136,8 +142,7 @@ pub fn install_masquerade(c: &CniConfig) -> anyhow::Result<()> {
 
 /// Removes the bridge's masquerade table, if it is there.
 pub fn remove_masquerade(bridge: &str) -> anyhow::Result<()> {
-    let t = masquerade_table(bridge);
-    nft(&format!("table ip {t} {{}}\ndelete table ip {t}\n"))
+    nft(&drop_table_script(&masquerade_table(bridge)))
 }
 
 fn nft(script: &str) -> anyhow::Result<()> {

@@ -42,6 +42,7 @@ async fn sandbox_and_httpd_container_through_cri() {
         root: dir.path().to_path_buf(),
         bridge: bridge.clone(),
         cgroup_root: cgroup_root.clone(),
+        masquerade_table: tug_kubelet::cni::masquerade_table(&bridge),
     };
     let registry = TestRegistry::start();
 

@@ -150,6 +150,9 @@ pub struct NodeCleanup {
     pub bridge: String,
     /// The agent's cgroup root (`/tug-test-<pid>`), removed from every hierarchy.
     pub cgroup_root: String,
+    /// The agent's nftables masquerade table for the bridge
+    /// (`tug_kubelet::cni::masquerade_table`), deleted.
+    pub masquerade_table: String,
 }
 
 impl NodeCleanup {
@@ -194,15 +197,9 @@ impl NodeCleanup {
                     .status();
             }
         }
-        // The agent's masquerade table for the bridge (the name as
-        // tug_kubelet::cni::masquerade_table makes it).
-        let table: String = self
-            .bridge
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
+        // The agent's masquerade table for the bridge.
         let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("tugboat_masq_{table}")])
+            .args(["delete", "table", "ip", &self.masquerade_table])
             .stderr(Stdio::null())
             .status();
         // The masquerade rules the bridge plugin added for this network

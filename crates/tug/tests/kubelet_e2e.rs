@@ -157,6 +157,7 @@ impl Node {
             root: dir.path().to_path_buf(),
             bridge: bridge.clone(),
             cgroup_root: cgroup_root.clone(),
+            masquerade_table: tug_kubelet::cni::masquerade_table(&bridge),
         };
         let registry = TestRegistry::start();
         // A cluster CIDR of our own, so that concurrent runs never share routes.
