@@ -150,8 +150,7 @@ pub fn node_update_flags(old: &Node, new: &Node) -> u32 {
     if helpers::node_taints(old) != helpers::node_taints(new) {
         flags |= action::UPDATE_NODE_TAINT;
     }
-    let unsched = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
-    if unsched(old) != unsched(new) {
+    if helpers::node_unschedulable(old) != helpers::node_unschedulable(new) {
         flags |= action::UPDATE_NODE_UNSCHEDULABLE;
     }
     let conds = |n: &Node| -> Vec<(String, String)> {

@@ -240,7 +240,7 @@ impl NodeInfo {
             self.name = name.into();
         }
         self.allocatable = resources::node_allocatable(&node);
-        self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        self.unschedulable = helpers::node_unschedulable(&node);
         self.node = Some(node);
         self.generation += 1;
     }
