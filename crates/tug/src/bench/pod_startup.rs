@@ -16,8 +16,8 @@
 //! straight to containerd, one after another and 30 at once. The pods one
 //! after another and both floors' runs are interleaved (a pod, a `ctr run`,
 //! a CRI run, in rotating order), so the ratios compare like with like on a
-//! machine whose load drifts. The agent's RSS
-//! is read with the 30 pods running. Progress goes to stderr; the table to stdout.
+//! machine whose load drifts. The agent's RSS is read with the 30 pods
+//! running. Progress goes to stderr; the table to stdout.
 //!
 //! Needs root, containerd, runc, the CNI plugins and `ctr`; the image comes
 //! from the test registry (`scripts/test-image.sh`, started if it is not
