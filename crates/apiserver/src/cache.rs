@@ -211,6 +211,13 @@ impl Entry {
     pub fn value(&self) -> Value {
         serde_json::from_str(self.json.get()).expect("the cache's own encoding parses")
     }
+
+    /// The parts of the object `T` declares, parsed; the rest is skipped
+    /// without building values (admission reads one or two fields of a
+    /// namespace or a PriorityClass on every create).
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Option<T> {
+        serde_json::from_str(self.json.get()).ok()
+    }
 }
 
 impl serde::Serialize for Entry {
@@ -541,6 +548,11 @@ impl WatchCache {
     pub async fn get(&self, key: &str) -> Option<CachedObject> {
         let entry = self.state.read().await.objects.get(key).cloned()?;
         Some(CachedObject { revision: entry.revision, object: Arc::new(entry.value()) })
+    }
+
+    /// The newest version of one object, unparsed.
+    pub async fn entry(&self, key: &str) -> Option<Arc<Entry>> {
+        self.state.read().await.objects.get(key).cloned()
     }
 
     /// Objects under `prefix` in key order, parsed, and the cache revision.

@@ -31,6 +31,33 @@ const CACHE_WAIT: Duration = Duration::from_secs(3);
 /// Conflicting PATCHes are retried this often before giving up.
 const PATCH_RETRIES: usize = 8;
 
+/// What admission reads of an object it only looks up: whether it is being
+/// deleted. Parsed straight from the cached JSON, skipping everything else.
+#[derive(serde::Deserialize)]
+struct ObjectHead {
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct HeadMeta {
+    #[serde(rename = "deletionTimestamp", default)]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
+impl ObjectHead {
+    fn terminating(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+}
+
+/// A PriorityClass as the Priority admission reads the cluster's default.
+#[derive(serde::Deserialize)]
+struct ClassHead {
+    #[serde(rename = "globalDefault", default)]
+    global_default: bool,
+}
+
 pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
@@ -184,6 +211,46 @@ fn is_dry_run(q: &Query) -> bool {
     q.get("dryRun").map(|v| v == "All").unwrap_or(false)
 }
 
+/// Whether an update leaves the object as it was, apart from what every
+/// write changes: the resourceVersion and the managedFields timestamps
+/// (ownership changes count, timestamps alone do not). Compared in place:
+/// cloning both objects to strip those fields cost two copies of every
+/// object on every write.
+fn same_but_volatile(old: &Value, new: &Value) -> bool {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
+    if old.len() != new.len() {
+        return false;
+    }
+    old.iter().all(|(k, o)| match (k.as_str(), new.get(k)) {
+        (_, None) => false,
+        ("metadata", Some(n)) => same_metadata(o, n),
+        (_, Some(n)) => o == n,
+    })
+}
+
+fn same_metadata(old: &Value, new: &Value) -> bool {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
+    let counted = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
+    if counted(old) != counted(new) {
+        return false;
+    }
+    old.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, o)| match (k.as_str(), new.get(k)) {
+        (_, None) => false,
+        ("managedFields", Some(n)) => match (o.as_array(), n.as_array()) {
+            (Some(o), Some(n)) => o.len() == n.len() && o.iter().zip(n).all(|(a, b)| same_entry(a, b)),
+            _ => o == n,
+        },
+        (_, Some(n)) => o == n,
+    })
+}
+
+/// Two managedFields entries, their `time` aside.
+fn same_entry(old: &Value, new: &Value) -> bool {
+    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
+    let counted = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "time").count();
+    counted(old) == counted(new) && old.iter().filter(|(k, _)| *k != "time").all(|(k, o)| new.get(k) == Some(o))
+}
+
 /// Kinds whose `metadata.generation` upstream tracks (spec changes bump it).
 fn tracks_generation(rt: &ResourceType) -> bool {
     matches!(
@@ -250,20 +317,22 @@ impl Ctx {
     async fn check_namespace(&self, rt: &ResourceType, ns: Option<&str>, creating: bool) -> Result<(), ApiError> {
         let Some(ns) = ns.filter(|_| rt.namespaced) else { return Ok(()) };
         let key = format!("/registry/namespaces/{ns}");
-        let cached = self.cache.get(&key).await;
-        let ns_obj = match cached {
-            Some(c) => Some(c.object),
+        // Only whether it is being deleted matters: read that one field
+        // rather than parse the namespace on every create.
+        let terminating = match self.cache.entry(&key).await {
+            Some(entry) => entry.parse::<ObjectHead>().map(|h| h.terminating()),
             None => self
                 .store
                 .get(&key)
                 .await
                 .map_err(|e| store_err(rt, ns, e))?
-                .and_then(|kv| crate::cache::decode_stored(&kv.value, kv.mod_revision).map(Arc::new)),
+                .and_then(|kv| serde_json::from_slice::<ObjectHead>(&kv.value).ok())
+                .map(|h| h.terminating()),
         };
-        let Some(ns_obj) = ns_obj else {
+        let Some(terminating) = terminating else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
-        if creating && ns_obj.pointer("/metadata/deletionTimestamp").is_some() {
+        if creating && terminating {
             let mut e = ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ));
@@ -434,8 +503,10 @@ impl Ctx {
                 }
             },
             None => {
-                let (classes, _) = self.cache.list(&classes_rt.key_prefix()).await;
-                classes.into_iter().find(|c| c.get("globalDefault") == Some(&json!(true)))
+                // Every pod without a class asks: parse only the class that
+                // is the default, not every class.
+                let (classes, _) = self.cache.entries(&classes_rt.key_prefix()).await;
+                classes.iter().find(|c| c.parse::<ClassHead>().is_some_and(|h| h.global_default)).map(|c| Arc::new(c.value()))
             }
         };
         let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
@@ -648,20 +719,30 @@ impl Ctx {
         // Status split: the main resource can't change status; `status` can change only status.
         match sub {
             Some("status") => {
-                let new_status = obj.get("status").cloned();
-                let mut merged = old.clone();
-                match new_status {
-                    Some(s) => merged["status"] = s,
-                    None => {
-                        if let Some(m) = merged.as_object_mut() {
-                            m.remove("status");
+                // The old object with the new status, in the old member
+                // order. As upstream's ResetObjectMetaForStatus: a status
+                // write changes no metadata (labels, annotations, finalizers,
+                // owners).
+                let mut new_status = obj.as_object_mut().and_then(|m| m.remove("status"));
+                let mut merged = serde_json::Map::new();
+                if let Some(members) = old.as_object() {
+                    for (k, v) in members {
+                        if k == "status" {
+                            if let Some(s) = new_status.take() {
+                                merged.insert(k.clone(), s);
+                            }
+                        } else {
+                            merged.insert(k.clone(), v.clone());
                         }
                     }
                 }
-                // As upstream's ResetObjectMetaForStatus: a status write
-                // changes no metadata (labels, annotations, finalizers, owners).
-                merged["metadata"] = old["metadata"].clone();
-                obj = merged;
+                if let Some(s) = new_status {
+                    merged.insert("status".into(), s);
+                }
+                if !merged.contains_key("metadata") {
+                    merged.insert("metadata".into(), Value::Null);
+                }
+                obj = Value::Object(merged);
             }
             Some("finalize") if rt.kind == "Namespace" => {
                 let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
@@ -689,7 +770,8 @@ impl Ctx {
         }
         // Server-owned metadata.
         {
-            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+            let empty = serde_json::Map::new();
+            let old_meta = old.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
             let m = meta::metadata_mut(&mut obj);
             for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
                 match old_meta.get(f) {
@@ -726,22 +808,7 @@ impl Ctx {
         let recorded_sub = sub.filter(|s| *s == "status" || *s == "scale");
         fields::record_update(&mut obj, Some(&old), manager, &rt.api_version(), operation, recorded_sub);
         // A no-op write changes nothing, not even the resourceVersion.
-        let mut old_cmp = old.clone();
-        let mut new_cmp = obj.clone();
-        for o in [&mut old_cmp, &mut new_cmp] {
-            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-                // Ownership changes count, timestamps alone do not.
-                if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
-                    for e in entries {
-                        if let Some(e) = e.as_object_mut() {
-                            e.remove("time");
-                        }
-                    }
-                }
-            }
-        }
-        if old_cmp == new_cmp {
+        if same_but_volatile(&old, &obj) {
             self.release_allocations(&allocated).await;
             return Ok(Reply::ok(old));
         }
@@ -1709,6 +1776,40 @@ pub fn field_manager(q: &Query, headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The no-op check ignores the resourceVersion and managedFields times,
+    /// and nothing else.
+    #[test]
+    fn same_but_volatile_ignores_only_rv_and_field_times() {
+        let old = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "5", "labels": {"a": "1"},
+                "managedFields": [{"manager": "m", "operation": "Update", "time": "2026-01-01T00:00:00Z", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n1"},
+        });
+        let mut same = old.clone();
+        same["metadata"]["resourceVersion"] = json!("9");
+        same["metadata"]["managedFields"][0]["time"] = json!("2026-02-02T00:00:00Z");
+        assert!(same_but_volatile(&old, &same));
+        let mut no_rv = old.clone();
+        no_rv["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert!(same_but_volatile(&old, &no_rv));
+        for change in [
+            |o: &mut Value| o["spec"]["nodeName"] = json!("n2"),
+            |o: &mut Value| o["metadata"]["labels"]["b"] = json!("2"),
+            |o: &mut Value| o["metadata"]["managedFields"][0]["manager"] = json!("other"),
+            |o: &mut Value| o["metadata"]["managedFields"][0]["fieldsV1"] = json!({}),
+            |o: &mut Value| o["metadata"]["managedFields"].as_array_mut().unwrap().push(json!({"manager": "x"})),
+            |o: &mut Value| { o["metadata"]["managedFields"][0].as_object_mut().unwrap().remove("time"); o["metadata"]["managedFields"][0]["subresource"] = json!("status"); },
+            |o: &mut Value| o["status"] = json!({}),
+            |o: &mut Value| { o["metadata"].as_object_mut().unwrap().remove("resourceVersion"); o["metadata"]["uid"] = json!("u"); },
+        ] {
+            let mut changed = old.clone();
+            change(&mut changed);
+            assert!(!same_but_volatile(&old, &changed), "{changed}");
+            assert!(!same_but_volatile(&changed, &old), "{changed}");
+        }
+    }
 
     /// The cache filters its compact entries; they must select exactly what
     /// the objects themselves select.
