@@ -79,7 +79,7 @@ pub fn version_info() -> Value {
 
 impl Server {
     /// Serves one request. `user` is `None` for anonymous clients.
-    pub async fn handle(self: Arc<Self>, user: Option<PeerIdentity>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, user: Option<PeerIdentity>, req: Request<Body>) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -90,7 +90,7 @@ impl Server {
         resp
     }
 
-    async fn route(&self, user: Option<PeerIdentity>, req: Request<hyper::body::Incoming>) -> (Response<Body>, String, String) {
+    async fn route(&self, user: Option<PeerIdentity>, req: Request<Body>) -> (Response<Body>, String, String) {
         let path = req.uri().path().to_string();
         let none = || (String::new(), String::new());
         match path.as_str() {
@@ -181,7 +181,7 @@ impl Server {
         }
     }
 
-    async fn resource(&self, user: &PeerIdentity, rr: ResourceRequest, req: Request<hyper::body::Incoming>, accept: &str) -> (Response<Body>, String) {
+    async fn resource(&self, user: &PeerIdentity, rr: ResourceRequest, req: Request<Body>, accept: &str) -> (Response<Body>, String) {
         let q = parse_query(req.uri().query());
         let output = Output::negotiate(accept, q.get("includeObject").map(String::as_str));
         let method = req.method().clone();
@@ -323,7 +323,7 @@ impl Server {
     }
 }
 
-async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+async fn read_body(req: Request<Body>) -> Result<Bytes, ApiError> {
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
         if len > rest::MAX_BODY {
             return Err(ApiError::too_large("the server has received too large of a request body"));

@@ -32,7 +32,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
 use tug_api::status::Cause;
@@ -156,14 +155,14 @@ fn validate_container(pod: &Value, container: Option<&str>, pod_name: &str) -> R
 }
 
 /// `pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`.
-pub async fn pod_subresource(ctx: &Ctx, kubelets: &Kubelets, rr: &ResourceRequest, req: Request<Incoming>) -> Response<Body> {
+pub async fn pod_subresource(ctx: &Ctx, kubelets: &Kubelets, rr: &ResourceRequest, req: Request<Body>) -> Response<Body> {
     match proxy(ctx, kubelets, rr, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
 }
 
-async fn proxy(ctx: &Ctx, kubelets: &Kubelets, rr: &ResourceRequest, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn proxy(ctx: &Ctx, kubelets: &Kubelets, rr: &ResourceRequest, req: Request<Body>) -> Result<Response<Body>, ApiError> {
     let sub = rr.subresource.as_deref().unwrap_or("");
     let allowed = match sub {
         "log" => req.method() == Method::GET,
@@ -377,7 +376,7 @@ pub async fn stats_summary(ctx: &Ctx, kubelets: &Kubelets, node_name: &str) -> R
 /// `POST /v1-tugboat/serving-kubelet.crt`: signs a kubelet's serving
 /// certificate request. Allowed to `system:masters` and to the node itself
 /// (`system:node:<name>` in `system:nodes`).
-pub async fn serving_cert(kubelets: &Kubelets, user: &PeerIdentity, req: Request<Incoming>) -> Response<Body> {
+pub async fn serving_cert(kubelets: &Kubelets, user: &PeerIdentity, req: Request<Body>) -> Response<Body> {
     match sign(kubelets, user, req).await {
         Ok(v) => Response::builder()
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
@@ -387,7 +386,7 @@ pub async fn serving_cert(kubelets: &Kubelets, user: &PeerIdentity, req: Request
     }
 }
 
-async fn sign(kubelets: &Kubelets, user: &PeerIdentity, req: Request<Incoming>) -> Result<Value, ApiError> {
+async fn sign(kubelets: &Kubelets, user: &PeerIdentity, req: Request<Body>) -> Result<Value, ApiError> {
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed("only POST is allowed here"));
     }

@@ -16,6 +16,7 @@ pub mod fields;
 pub mod http;
 pub mod join;
 pub mod kubelet;
+pub mod loopback;
 pub mod metrics;
 pub mod metrics_api;
 pub mod openapi;

@@ -44,7 +44,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, server
             let svc = service_fn(move |req| {
                 let server = server.clone();
                 let identity = identity.clone();
-                async move { Ok::<_, Infallible>(server.handle(identity, req).await) }
+                async move { Ok::<_, Infallible>(server.handle(identity, req.map(axum::body::Body::new)).await) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)

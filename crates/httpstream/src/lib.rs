@@ -91,8 +91,8 @@ where
 /// response for the client: the backend's `101 Switching Protocols` (after
 /// which a task copies bytes both ways until both sides close), or the
 /// backend's refusal relayed as is.
-pub async fn proxy_upgrade<IO>(
-    mut req: Request<Incoming>,
+pub async fn proxy_upgrade<IO, B>(
+    mut req: Request<B>,
     io: IO,
     authority: &str,
     path_and_query: &str,

@@ -280,9 +280,15 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     } else if !args.disable_agent {
         tracing::info!("node agent not started in this process (it needs --enable-agent and containerd); run `tug agent` or pass --enable-agent");
     }
-    // The controllers are clients like any other: they reach the API server
-    // over HTTPS with a kubeconfig, even in the same process.
-    let client = client_from_kubeconfig(&kubeconfig_path).await?;
+    // The controllers and the scheduler are clients like any other (kube-rs's
+    // Client, through authorization, admission and the watch cache), but in
+    // this process their requests skip TLS, HTTP/2 and the socket: the
+    // loopback transport hands them to the server directly.
+    let loopback = tug_apiserver::loopback::Loopback::new(
+        Arc::clone(&server.server),
+        tug_pki::PeerIdentity { user: tug_pki::ADMIN_USER.into(), groups: vec![tug_pki::ADMIN_GROUP.into()] },
+    );
+    let client = kube::Client::new(loopback, "default");
     let controllers = if args.disable_controller_manager {
         tokio::spawn(async {
             shutdown_signal().await;
