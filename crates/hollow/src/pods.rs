@@ -26,6 +26,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tug_client::LeanPod;
 
 use crate::ipam::NodeIpam;
 use crate::podstatus::{self, PodView, RunState};
@@ -140,6 +141,16 @@ struct Manager {
     inflight: usize,
     done_tx: mpsc::UnboundedSender<Done>,
     epoch: u64,
+}
+
+fn without_wrapper(ev: Event<LeanPod>) -> Event<Pod> {
+    match ev {
+        Event::Init => Event::Init,
+        Event::InitApply(p) => Event::InitApply(p.0),
+        Event::Apply(p) => Event::Apply(p.0),
+        Event::Delete(p) => Event::Delete(p.0),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 fn key_of(pod: &Pod) -> Option<String> {
@@ -346,7 +357,7 @@ impl Manager {
         self.inflight += 1;
         let (ns, name, uid) = (v.namespace.clone(), v.name.clone(), v.uid.clone());
         tracing::debug!(node = %node.name, pod = %key, ?action, "writing");
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<LeanPod> = Api::namespaced(self.client.clone(), &ns);
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let result = match body {
@@ -362,7 +373,7 @@ impl Manager {
                 }
                 Some(body) => {
                     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-                    bounded(POD_WRITE_TIMEOUT, api.patch_status(&name, &pp, &Patch::Strategic(body))).await.map(Some)
+                    bounded(POD_WRITE_TIMEOUT, api.patch_status(&name, &pp, &Patch::Strategic(body))).await.map(|p| Some(p.into_inner()))
                 }
             };
             let _ = tx.send(Done { key, uid, action, result });
@@ -474,14 +485,16 @@ pub(crate) async fn run(client: Client, shared: Arc<Shared>, mut control: mpsc::
     };
     // One watch for every bound pod; a kubelet's own would select
     // `spec.nodeName=<node>`, one watch per node.
-    let api: Api<Pod> = Api::all(client);
+    // Decoded without managedFields: a kubelet reads none of them, and
+    // they were the larger part of each pod's decoding.
+    let api: Api<LeanPod> = Api::all(client);
     let stream = watcher::watcher(api, watcher::Config::default().fields("spec.nodeName!=").page_size(LIST_PAGE_SIZE)).default_backoff();
     futures::pin_mut!(stream);
     loop {
         let next_timer = m.timers.peek().map(|Reverse((t, _))| *t);
         tokio::select! {
             ev = stream.next() => match ev {
-                Some(Ok(ev)) => m.on_event(ev),
+                Some(Ok(ev)) => m.on_event(without_wrapper(ev)),
                 Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
                 None => return,
             },

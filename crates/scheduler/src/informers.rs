@@ -13,6 +13,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use tokio::sync::oneshot;
+use tug_client::LeanPod;
 
 use crate::framework::{action, ClusterEvent, EventResource, EVENT_ASSIGNED_POD_ADD, EVENT_ASSIGNED_POD_DELETE, EVENT_NODE_ADD};
 use crate::helpers;
@@ -234,18 +235,17 @@ pub(crate) async fn watch_nodes(shared: Arc<Shared>, synced: oneshot::Sender<()>
 }
 
 pub(crate) async fn watch_pods(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
-    let api: Api<Pod> = Api::all(shared.client.clone());
+    // Decoded without managedFields (upstream's informer drops them after
+    // decoding): the scheduler reads none of them.
+    let api: Api<LeanPod> = Api::all(shared.client.clone());
     let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
     drive(
         api,
-        move |mut p: Pod| {
-            p.metadata.managed_fields = None;
-            s1.on_pod_apply(p)
-        },
-        move |p: Pod| s2.on_pod_delete(&p),
+        move |p: LeanPod| s1.on_pod_apply(p.into_inner()),
+        move |p: LeanPod| s2.on_pod_delete(&p.0),
         move || {
             let pods = s3.pods.lock().unwrap_or_else(|e| e.into_inner());
-            pods.iter().map(|(k, p)| (k.clone(), Some((**p).clone()))).collect()
+            pods.iter().map(|(k, p)| (k.clone(), Some(LeanPod((**p).clone())))).collect()
         },
         synced,
         "pods",
