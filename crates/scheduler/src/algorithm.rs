@@ -155,7 +155,7 @@ pub fn find_nodes_that_fit(
 /// PreScore + Score: the weighted total per feasible node.
 pub fn prioritize_nodes(fwk: &Framework, state: &mut CycleState, pod: &Arc<PodInfo>, nodes: &[Arc<NodeInfo>], snapshot: &Snapshot) -> Result<Vec<NodePluginScores>, ScheduleError> {
     if !fwk.has_score_plugins() {
-        return Ok(nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), scores: Vec::new(), total: 1 }).collect());
+        return Ok(nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), total: 1 }).collect());
     }
     let s = fwk.run_pre_score(state, pod, nodes, snapshot);
     if !s.is_success() {

@@ -132,11 +132,12 @@ pub struct NodeScore {
     pub score: i64,
 }
 
-/// Per-node totals of weighted scores, with the per-plugin breakdown.
+/// Per-node totals of weighted scores. Upstream also keeps each plugin's
+/// score per node, for extenders and logs; nothing here reads them, and a
+/// list per feasible node per cycle was a fifth of scoring's cost.
 #[derive(Clone, Debug)]
 pub struct NodePluginScores {
     pub name: Arc<str>,
-    pub scores: Vec<(&'static str, i64)>,
     pub total: i64,
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, WeightedPodAffinityTerm};
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
 
 use crate::helpers::{self, Labels, Selector};
 use crate::resources::{self, Resource};
@@ -218,6 +218,10 @@ pub struct NodeInfo {
     /// asks it of every node in every cycle: reading it from the Node was
     /// that filter's whole cost (a cache miss per node).
     unschedulable: bool,
+    /// `spec.taints` of the node, for the same reason: TaintToleration
+    /// reads them for every node in every cycle, and following the Node to
+    /// its spec was most of that filter's cost.
+    taints: Box<[Taint]>,
     /// Bumped on every change (the cache uses it to refresh snapshots).
     pub generation: u64,
 }
@@ -241,6 +245,7 @@ impl NodeInfo {
         }
         self.allocatable = resources::node_allocatable(&node);
         self.unschedulable = helpers::node_unschedulable(&node);
+        self.taints = helpers::node_taints(&node).into();
         self.node = Some(node);
         self.generation += 1;
     }
@@ -250,9 +255,15 @@ impl NodeInfo {
         self.unschedulable
     }
 
+    /// The node's `spec.taints`.
+    pub fn taints(&self) -> &[Taint] {
+        &self.taints
+    }
+
     pub fn remove_node(&mut self) {
         self.node = None;
         self.unschedulable = false;
+        self.taints = Box::default();
         self.generation += 1;
     }
 

@@ -266,22 +266,23 @@ impl Framework {
 
     /// Score, NormalizeScore and weights: the total per node.
     pub fn run_score(&self, state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Result<Vec<NodePluginScores>, Status> {
-        let mut all: Vec<NodePluginScores> =
-            nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), scores: Vec::with_capacity(self.score.len()), total: 0 }).collect();
+        let mut all: Vec<NodePluginScores> = nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), total: 0 }).collect();
+        // One list for every plugin's raw scores, refilled per plugin.
+        let mut scores: Vec<NodeScore> = Vec::with_capacity(nodes.len());
         for (pl, weight) in &self.score {
             if state.skip_score_plugins.contains(pl.name()) {
                 continue;
             }
-            let mut scores = Vec::with_capacity(nodes.len());
-            for n in nodes {
+            scores.clear();
+            for (n, total) in nodes.iter().zip(&all) {
                 let s = pl.score(state, pod, n).map_err(|s| Status::error(format!("running Score plugin {:?}: {}", pl.name(), s.message())))?;
-                scores.push(NodeScore { name: n.shared_name(), score: s });
+                scores.push(NodeScore { name: total.name.clone(), score: s });
             }
             let s = pl.normalize_score(state, pod, &mut scores);
             if !s.is_success() {
                 return Err(Status::error(format!("running Normalize on Score plugin {:?}: {}", pl.name(), s.message())));
             }
-            for (i, s) in scores.iter().enumerate() {
+            for (total, s) in all.iter_mut().zip(&scores) {
                 if s.score > MAX_NODE_SCORE || s.score < MIN_NODE_SCORE {
                     return Err(Status::error(format!(
                         "plugin {:?} returns an invalid score {}, it should in the range of [{MIN_NODE_SCORE}, {MAX_NODE_SCORE}] after normalizing",
@@ -289,9 +290,7 @@ impl Framework {
                         s.score
                     )));
                 }
-                let weighted = s.score * weight;
-                all[i].scores.push((pl.name(), weighted));
-                all[i].total += weighted;
+                total.total += s.score * weight;
             }
         }
         Ok(all)

@@ -31,7 +31,7 @@ impl Plugin for TaintToleration {
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        let taints = helpers::node_taints(node.node());
+        let taints = node.taints();
         let filter = |t: &k8s_openapi::api::core::v1::Taint| t.effect == "NoSchedule" || t.effect == "NoExecute";
         match helpers::find_matching_untolerated_taint(taints, helpers::pod_tolerations(&pod.pod), filter) {
             None => Status::success(),
@@ -71,7 +71,7 @@ impl ScorePlugin for TaintToleration {
                 &owned
             }
         };
-        let count = helpers::node_taints(node.node())
+        let count = node.taints()
             .iter()
             .filter(|t| t.effect == "PreferNoSchedule" && !helpers::tolerations_tolerate_taint(tolerations, t))
             .count();
