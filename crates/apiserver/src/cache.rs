@@ -137,6 +137,29 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// What field selectors can read of one top-level member (`spec`,
+/// `status`, ...): its scalar members, and the arrays or objects a
+/// selectable field names (`status.podIPs`). Everything else (a pod's
+/// containers, volumes, conditions) is skipped unparsed: the selectors'
+/// paths end at the second level, apart from the first entry of a named
+/// list.
+fn selectable_part(fields: &[&str], member: &str, raw: &RawValue) -> Option<Value> {
+    if !raw.get().starts_with('{') {
+        return serde_json::from_str(raw.get()).ok();
+    }
+    let inner: RawMembers = serde_json::from_str(raw.get()).ok()?;
+    let mut part = Map::new();
+    for (k, v) in &inner.0 {
+        let text = v.get();
+        let scalar = !(text.starts_with('{') || text.starts_with('['));
+        let named = fields.iter().any(|f| f.split_once('.') == Some((member, k.as_ref())));
+        if scalar || named {
+            part.insert(k.to_string(), serde_json::from_str(text).ok()?);
+        }
+    }
+    Some(Value::Object(part))
+}
+
 /// One version of one object: its JSON as served (resourceVersion set) and
 /// its selectable fields.
 #[derive(Debug)]
@@ -161,11 +184,66 @@ impl Entry {
     /// Node's status, not a ConfigMap's data). Every write of every
     /// resource passes through here.
     pub fn from_stored(kind: &str, stored: &[u8], revision: Revision) -> Option<Entry> {
-        let top: RawMembers = serde_json::from_slice(stored).ok()?;
-        let rv = revision.to_string();
-        let mut json = String::with_capacity(stored.len() + rv.len() + 24);
-        let mut skeleton = Map::new();
+        let text = std::str::from_utf8(stored).ok()?;
+        let top: RawMembers = serde_json::from_str(text).ok()?;
         let fields = tug_api::selectors::selectable_field_names(kind);
+        let mut skeleton = Map::new();
+        // Where the resourceVersion goes: just inside metadata's brace.
+        let mut splice: Option<(usize, bool)> = None;
+        for (k, raw) in &top.0 {
+            if k == "metadata" && raw.get().starts_with('{') {
+                let meta: RawMembers = serde_json::from_str(raw.get()).ok()?;
+                if meta.0.iter().any(|(mk, _)| mk == "resourceVersion") {
+                    // Not how objects are stored; take the long way.
+                    return Self::rebuilt(kind, text, revision);
+                }
+                let mut meta_skeleton = Map::new();
+                for (mk, mv) in &meta.0 {
+                    if matches!(mk.as_ref(), "name" | "namespace" | "labels") {
+                        meta_skeleton.insert(mk.to_string(), serde_json::from_str(mv.get()).ok()?);
+                    }
+                }
+                skeleton.insert("metadata".into(), Value::Object(meta_skeleton));
+                // The member's text is a slice of `text`: its offset is where it starts.
+                let at = raw.get().as_ptr() as usize - text.as_ptr() as usize + 1;
+                splice = Some((at, !meta.0.is_empty()));
+                continue;
+            }
+            // Events are small and their fields have aliases across members.
+            if kind == "Event" {
+                skeleton.insert(k.to_string(), serde_json::from_str(raw.get()).ok()?);
+            } else if fields.iter().any(|f| f.split('.').next() == Some(k.as_ref())) {
+                skeleton.insert(k.to_string(), selectable_part(fields, k, raw)?);
+            }
+        }
+        let rv = revision.to_string();
+        let json = match splice {
+            Some((at, non_empty)) => {
+                let mut json = String::with_capacity(text.len() + rv.len() + 24);
+                json.push_str(&text[..at]);
+                json.push_str("\"resourceVersion\":\"");
+                json.push_str(&rv);
+                json.push('"');
+                if non_empty {
+                    json.push(',');
+                }
+                json.push_str(&text[at..]);
+                json
+            }
+            // No metadata object: the served form gains one, at the front.
+            None => return Self::rebuilt(kind, text, revision),
+        };
+        let json = RawValue::from_string(json).ok()?;
+        Some(Entry { revision, json, selectable: Selectable::of(kind, &Value::Object(skeleton)) })
+    }
+
+    /// [`Entry::from_stored`] for the odd stored object (no metadata object,
+    /// or one that carries a resourceVersion): the members rewritten one by
+    /// one, metadata first with the revision in it.
+    fn rebuilt(kind: &str, text: &str, revision: Revision) -> Option<Entry> {
+        let top: RawMembers = serde_json::from_str(text).ok()?;
+        let rv = revision.to_string();
+        let mut json = String::with_capacity(text.len() + rv.len() + 24);
         json.push('{');
         for (i, (k, raw)) in top.0.iter().enumerate() {
             if i > 0 {
@@ -177,29 +255,21 @@ impl Entry {
                 let meta: RawMembers = serde_json::from_str(raw.get()).ok()?;
                 json.push_str("{\"resourceVersion\":");
                 json.push_str(&serde_json::to_string(&rv).ok()?);
-                let mut meta_skeleton = Map::new();
                 for (mk, mv) in meta.0.iter().filter(|(mk, _)| mk != "resourceVersion") {
                     json.push(',');
                     json.push_str(&serde_json::to_string(mk.as_ref()).ok()?);
                     json.push(':');
                     json.push_str(mv.get());
-                    if matches!(mk.as_ref(), "name" | "namespace" | "labels") {
-                        meta_skeleton.insert(mk.to_string(), serde_json::from_str(mv.get()).ok()?);
-                    }
                 }
                 json.push('}');
-                skeleton.insert("metadata".into(), Value::Object(meta_skeleton));
-                continue;
-            }
-            json.push_str(raw.get());
-            // Events are small and their fields have aliases across members.
-            if kind == "Event" || fields.iter().any(|f| f.split('.').next() == Some(k.as_ref())) {
-                skeleton.insert(k.to_string(), serde_json::from_str(raw.get()).ok()?);
+            } else {
+                json.push_str(raw.get());
             }
         }
         json.push('}');
+        let value: Value = serde_json::from_str(&json).ok()?;
         let json = RawValue::from_string(json).ok()?;
-        Some(Entry { revision, json, selectable: Selectable::of(kind, &Value::Object(skeleton)) })
+        Some(Entry { revision, json, selectable: Selectable::of(kind, &value) })
     }
 
     /// The object as JSON text.
@@ -631,6 +701,19 @@ mod tests {
                 "spec": {"nodeName": "n1", "restartPolicy": "Always", "serviceAccount": "sa", "hostNetwork": true},
                 "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]}})),
             ("Pod", json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "3"}, "spec": {}})),
+            // What the selectors skip (containers, conditions) and what they
+            // read below the second level (the first pod IP), an escaped key.
+            ("Pod", json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "r", "namespace": "ns", "annotations": {"a\\b\"c": "\u{e9}"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}],
+                         "serviceAccountName": "", "serviceAccount": "legacy", "schedulerName": "s", "hostNetwork": false,
+                         "tolerations": [{"key": "k", "operator": "Exists"}], "affinity": {"nodeAffinity": {}}},
+                "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+                           "podIPs": [{"ip": "10.1.0.9"}, {"ip": "fd00::9"}], "nominatedNodeName": "n2"}})),
+            ("Pod", json!({"metadata": {}, "kind": "Pod", "spec": {"nodeName": "n3"}})),
+            ("Pod", json!({"kind": "Pod", "spec": {"nodeName": "n3"}, "metadata": {"name": "late"}})),
+            ("Service", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "d"},
+                "spec": {"clusterIP": "10.43.0.10", "type": "ClusterIP", "ports": [{"port": 53}]}})),
             ("Node", json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {}},
                 "spec": {"unschedulable": true}, "status": {"capacity": {"cpu": "4"}}})),
             ("ConfigMap", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "d"}, "data": {"k": "v"}})),
