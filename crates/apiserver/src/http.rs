@@ -35,7 +35,10 @@ pub struct Server {
 }
 
 pub(crate) fn json_response(status: StatusCode, content_type: &str, body: &impl serde::Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).expect("serializable");
+    // Most replies are one object of a few KB: start there rather than
+    // grow from empty through a dozen reallocations.
+    let mut bytes = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut bytes, body).expect("serializable");
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)

@@ -191,15 +191,51 @@ pub fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> 
 /// What a stored object looks like: the storage version, and no
 /// resourceVersion (the revision is the version).
 fn encode_for_store(rt: &ResourceType, obj: &Value) -> Vec<u8> {
-    // The common case needs no copy: same version, no resourceVersion.
-    if !convert::converts(rt) && meta::resource_version(obj).is_none() {
-        return serde_json::to_vec(obj).expect("JSON values serialize");
+    // The common case needs no copy: the stored version is the served one,
+    // and the resourceVersion (which the store's revision replaces) is left
+    // out while serializing. Sized for a typical pod, not grown from empty.
+    if !convert::converts(rt) {
+        let mut out = Vec::with_capacity(4096);
+        serde_json::to_writer(&mut out, &StoredForm(obj)).expect("JSON values serialize");
+        return out;
     }
     let mut o = convert::to_storage(rt, obj.clone());
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
     serde_json::to_vec(&o).expect("JSON values serialize")
+}
+
+/// An object as the store keeps it: without `metadata.resourceVersion`.
+struct StoredForm<'a>(&'a Value);
+
+impl serde::Serialize for StoredForm<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(members) = self.0 else { return self.0.serialize(s) };
+        let mut map = s.serialize_map(Some(members.len()))?;
+        for (k, v) in members {
+            match v {
+                Value::Object(meta) if k == "metadata" => map.serialize_entry(k, &WithoutResourceVersion(meta))?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct WithoutResourceVersion<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self.0.iter().filter(|(k, _)| *k != "resourceVersion");
+        let mut map = s.serialize_map(Some(kept.clone().count()))?;
+        for (k, v) in kept {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 fn with_revision(mut obj: Value, rev: Revision) -> Value {
@@ -861,13 +897,21 @@ impl Ctx {
         let mut last_err = None;
         for _ in 0..PATCH_RETRIES {
             let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
-            let base = if rr.subresource.as_deref() == Some("scale") { scale_of(rt, &old) } else { old.clone() };
+            // Patches read the base and build a new object: the old one is
+            // borrowed, not copied (it is needed whole for the update).
+            let scale;
+            let base = if rr.subresource.as_deref() == Some("scale") {
+                scale = scale_of(rt, &old);
+                &scale
+            } else {
+                &old
+            };
             let patched = match patch_type {
-                PatchType::Json => patch::apply_json_patch(&base, &patch_doc),
-                PatchType::Merge => patch::apply_merge_patch(&base, &patch_doc),
+                PatchType::Json => patch::apply_json_patch(base, &patch_doc),
+                PatchType::Merge => patch::apply_merge_patch(base, &patch_doc),
                 PatchType::Strategic => {
                     let def = if rr.subresource.as_deref() == Some("scale") { "io.k8s.api.autoscaling.v1.Scale" } else { rt.definition };
-                    patch::strategic::apply(&base, &patch_doc, def)
+                    patch::strategic::apply(base, &patch_doc, def)
                 }
                 PatchType::Apply => unreachable!("handled above"),
             };
@@ -1107,7 +1151,7 @@ impl Ctx {
             if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
             }
-            let mut new = old.clone();
+            let mut new = old;
             new["spec"]["nodeName"] = json!(node);
             set_condition(&mut new, "PodScheduled", "True", None);
             let key = rt.key(rr.namespace.as_deref(), name);
@@ -1776,6 +1820,20 @@ pub fn field_manager(q: &Query, headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored form is the object without its resourceVersion, member
+    /// order kept, whether or not it had one.
+    #[test]
+    fn stored_form_drops_only_the_resource_version() {
+        let pods = tug_api::resources::find("", "v1", "pods").unwrap();
+        let with_rv = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "uid": "u"}, "spec": {"x": 1}});
+        let without = json!({"kind": "Pod", "metadata": {"name": "p", "uid": "u"}, "spec": {"x": 1}});
+        let want = br#"{"kind":"Pod","metadata":{"name":"p","uid":"u"},"spec":{"x":1}}"#;
+        assert_eq!(encode_for_store(pods, &with_rv), want);
+        assert_eq!(encode_for_store(pods, &without), want);
+        let odd = json!({"kind": "Pod", "metadata": "text", "resourceVersion": "1"});
+        assert_eq!(encode_for_store(pods, &odd), serde_json::to_vec(&odd).unwrap());
+    }
 
     /// The no-op check ignores the resourceVersion and managedFields times,
     /// and nothing else.
