@@ -894,60 +894,98 @@ impl Ctx {
         if patch_type == PatchType::Apply {
             return self.apply(rr, name, patch_doc, q, manager).await;
         }
+        // Only a resourceVersion the patch itself names is a precondition;
+        // otherwise conflicts with concurrent writers are retried here, as upstream.
+        let precondition = patch_resource_version(patch_type, &patch_doc);
+        // As upstream's GuaranteedUpdate given the watch cache's object: the
+        // first attempt patches the cached version, saving a store read.
+        // It may be stale, so only a write it lands is trusted: an error, or
+        // a patch that changes nothing, is redone on the store's version.
+        // (With a precondition a stale version would fail it: store only.)
+        let mut try_cache = precondition.is_none();
         let mut last_err = None;
         for _ in 0..PATCH_RETRIES {
-            let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
-            // Patches read the base and build a new object: the old one is
-            // borrowed, not copied (it is needed whole for the update).
-            let scale;
-            let base = if rr.subresource.as_deref() == Some("scale") {
-                scale = scale_of(rt, &old);
-                &scale
-            } else {
-                &old
+            let cached = if try_cache { self.read_cached(rt, rr.namespace.as_deref(), name).await } else { None };
+            try_cache = false;
+            let from_cache = cached.is_some();
+            let (old, old_rev) = match cached {
+                Some(c) => c,
+                None => self.read(rt, rr.namespace.as_deref(), name).await?,
             };
-            let patched = match patch_type {
-                PatchType::Json => patch::apply_json_patch(base, &patch_doc),
-                PatchType::Merge => patch::apply_merge_patch(base, &patch_doc),
-                PatchType::Strategic => {
-                    let def = if rr.subresource.as_deref() == Some("scale") { "io.k8s.api.autoscaling.v1.Scale" } else { rt.definition };
-                    patch::strategic::apply(base, &patch_doc, def)
-                }
-                PatchType::Apply => unreachable!("handled above"),
-            };
-            let patched = patched.map_err(|e| {
-                let mut err = ApiError::invalid(rt.group, rt.kind, name, vec![]);
-                err.message = e.clone();
-                if patch_type == PatchType::Json { err } else { ApiError::bad_request(e) }
-            })?;
-            let mut new = patched;
-            // Only a resourceVersion the patch itself names is a precondition;
-            // otherwise conflicts with concurrent writers are retried here, as upstream.
-            let precondition = patch_resource_version(patch_type, &patch_doc);
-            if let Some(rv) = &precondition {
-                if rv != &old_rev.to_string() {
-                    return Err(ApiError::stale(rt.group, rt.plural, name));
-                }
-            }
-            if rr.subresource.as_deref() == Some("scale") {
-                new = apply_scale(rt, &old, &new)?;
-            }
-            let mut warnings = Vec::new();
-            self.check_fields(rt, &mut new, q, &mut warnings)?;
-            meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(old_rev.to_string()));
-            match self.write_update(rr, name, old, old_rev, new, q, manager, "Update").await {
-                Ok(mut r) => {
-                    if rr.subresource.as_deref() == Some("scale") {
-                        r.body = scale_of(rt, &r.body);
-                    }
-                    r.warnings.extend(warnings);
-                    return Ok(r);
-                }
+            match self.patch_once(rr, name, patch_type, &patch_doc, precondition.as_deref(), old, old_rev, q, manager).await {
+                Ok((_, false)) | Err(_) if from_cache => continue,
+                Ok((r, _)) => return Ok(r),
                 Err(e) if e.code == 409 && e.reason == "Conflict" && precondition.is_none() => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last_err.unwrap_or_else(|| ApiError::stale(rt.group, rt.plural, name)))
+    }
+
+    /// The newest version of an object the watch cache has, as [`Ctx::read`]
+    /// returns it from the store.
+    async fn read_cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<(Value, Revision)> {
+        let entry = self.cache.entry(&rt.key(ns, name)).await?;
+        Some((convert::from_storage(rt, entry.value()), entry.revision))
+    }
+
+    /// One attempt of a PATCH on `old`: the reply, and whether it wrote
+    /// (a no-op or a dry run did not).
+    #[allow(clippy::too_many_arguments)]
+    async fn patch_once(
+        &self,
+        rr: &ResourceRequest,
+        name: &str,
+        patch_type: PatchType,
+        patch_doc: &Value,
+        precondition: Option<&str>,
+        old: Value,
+        old_rev: Revision,
+        q: &Query,
+        manager: &str,
+    ) -> Result<(Reply, bool), ApiError> {
+        let rt = rr.rt;
+        // Patches read the base and build a new object: the old one is
+        // borrowed, not copied (it is needed whole for the update).
+        let scale;
+        let base = if rr.subresource.as_deref() == Some("scale") {
+            scale = scale_of(rt, &old);
+            &scale
+        } else {
+            &old
+        };
+        let patched = match patch_type {
+            PatchType::Json => patch::apply_json_patch(base, patch_doc),
+            PatchType::Merge => patch::apply_merge_patch(base, patch_doc),
+            PatchType::Strategic => {
+                let def = if rr.subresource.as_deref() == Some("scale") { "io.k8s.api.autoscaling.v1.Scale" } else { rt.definition };
+                patch::strategic::apply(base, patch_doc, def)
+            }
+            PatchType::Apply => unreachable!("handled by the caller"),
+        };
+        let mut new = patched.map_err(|e| {
+            let mut err = ApiError::invalid(rt.group, rt.kind, name, vec![]);
+            err.message = e.clone();
+            if patch_type == PatchType::Json { err } else { ApiError::bad_request(e) }
+        })?;
+        if let Some(rv) = precondition {
+            if rv != old_rev.to_string() {
+                return Err(ApiError::stale(rt.group, rt.plural, name));
+            }
+        }
+        if rr.subresource.as_deref() == Some("scale") {
+            new = apply_scale(rt, &old, &new)?;
+        }
+        let mut warnings = Vec::new();
+        self.check_fields(rt, &mut new, q, &mut warnings)?;
+        meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(old_rev.to_string()));
+        let mut r = self.write_update(rr, name, old, old_rev, new, q, manager, "Update").await?;
+        let wrote = meta::resource_version(&r.body).is_some_and(|rv| rv != old_rev.to_string());
+        if rr.subresource.as_deref() == Some("scale") {
+            r.body = scale_of(rt, &r.body);
+        }
+        r.warnings.extend(warnings);
+        Ok((r, wrote))
     }
 
     /// Server-side apply (`application/apply-patch+yaml`).
