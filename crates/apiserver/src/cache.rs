@@ -238,38 +238,9 @@ impl Entry {
     }
 
     /// [`Entry::from_stored`] for the odd stored object (no metadata object,
-    /// or one that carries a resourceVersion): the members rewritten one by
-    /// one, metadata first with the revision in it.
+    /// or one that carries a resourceVersion): parsed whole.
     fn rebuilt(kind: &str, text: &str, revision: Revision) -> Option<Entry> {
-        let top: RawMembers = serde_json::from_str(text).ok()?;
-        let rv = revision.to_string();
-        let mut json = String::with_capacity(text.len() + rv.len() + 24);
-        json.push('{');
-        for (i, (k, raw)) in top.0.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&serde_json::to_string(k.as_ref()).ok()?);
-            json.push(':');
-            if k == "metadata" && raw.get().starts_with('{') {
-                let meta: RawMembers = serde_json::from_str(raw.get()).ok()?;
-                json.push_str("{\"resourceVersion\":");
-                json.push_str(&serde_json::to_string(&rv).ok()?);
-                for (mk, mv) in meta.0.iter().filter(|(mk, _)| mk != "resourceVersion") {
-                    json.push(',');
-                    json.push_str(&serde_json::to_string(mk.as_ref()).ok()?);
-                    json.push(':');
-                    json.push_str(mv.get());
-                }
-                json.push('}');
-            } else {
-                json.push_str(raw.get());
-            }
-        }
-        json.push('}');
-        let value: Value = serde_json::from_str(&json).ok()?;
-        let json = RawValue::from_string(json).ok()?;
-        Some(Entry { revision, json, selectable: Selectable::of(kind, &value) })
+        Some(Entry::new(kind, &decode_stored(text.as_bytes(), revision)?, revision))
     }
 
     /// The object as JSON text.

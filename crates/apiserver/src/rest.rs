@@ -253,38 +253,24 @@ fn is_dry_run(q: &Query) -> bool {
 /// cloning both objects to strip those fields cost two copies of every
 /// object on every write.
 fn same_but_volatile(old: &Value, new: &Value) -> bool {
-    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
-    if old.len() != new.len() {
-        return false;
-    }
-    old.iter().all(|(k, o)| match (k.as_str(), new.get(k)) {
-        (_, None) => false,
-        ("metadata", Some(n)) => same_metadata(o, n),
-        (_, Some(n)) => o == n,
-    })
-}
-
-fn same_metadata(old: &Value, new: &Value) -> bool {
-    let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
-    let counted = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "resourceVersion").count();
-    if counted(old) != counted(new) {
-        return false;
-    }
-    old.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, o)| match (k.as_str(), new.get(k)) {
-        (_, None) => false,
-        ("managedFields", Some(n)) => match (o.as_array(), n.as_array()) {
-            (Some(o), Some(n)) => o.len() == n.len() && o.iter().zip(n).all(|(a, b)| same_entry(a, b)),
+    same_members(old, new, None, |k, o, n| match k {
+        "metadata" => same_members(o, n, Some("resourceVersion"), |k, o, n| match (k, o.as_array(), n.as_array()) {
+            ("managedFields", Some(o), Some(n)) => {
+                o.len() == n.len() && o.iter().zip(n).all(|(a, b)| same_members(a, b, Some("time"), |_, a, b| a == b))
+            }
             _ => o == n,
-        },
-        (_, Some(n)) => o == n,
+        }),
+        _ => o == n,
     })
 }
 
-/// Two managedFields entries, their `time` aside.
-fn same_entry(old: &Value, new: &Value) -> bool {
+/// Whether two JSON objects have the same members, `skipped` aside, each
+/// pair equal by `same` (anything but two objects: plain equality).
+fn same_members(old: &Value, new: &Value, skipped: Option<&str>, same: impl Fn(&str, &Value, &Value) -> bool) -> bool {
     let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else { return old == new };
-    let counted = |m: &serde_json::Map<String, Value>| m.keys().filter(|k| *k != "time").count();
-    counted(old) == counted(new) && old.iter().filter(|(k, _)| *k != "time").all(|(k, o)| new.get(k) == Some(o))
+    let kept = |k: &String| Some(k.as_str()) != skipped;
+    old.keys().filter(|k| kept(k)).count() == new.keys().filter(|k| kept(k)).count()
+        && old.iter().filter(|(k, _)| kept(k)).all(|(k, o)| new.get(k).is_some_and(|n| same(k, o, n)))
 }
 
 /// Kinds whose `metadata.generation` upstream tracks (spec changes bump it).
@@ -925,8 +911,8 @@ impl Ctx {
     /// The newest version of an object the watch cache has, as [`Ctx::read`]
     /// returns it from the store.
     async fn read_cached(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<(Value, Revision)> {
-        let entry = self.cache.entry(&rt.key(ns, name)).await?;
-        Some((convert::from_storage(rt, entry.value()), entry.revision))
+        let cached = self.cache.get(&rt.key(ns, name)).await?;
+        Some((convert::from_storage(rt, Arc::unwrap_or_clone(cached.object)), cached.revision))
     }
 
     /// One attempt of a PATCH on `old`: the reply, and whether it wrote
