@@ -268,6 +268,20 @@ impl Cache {
         Snapshot::from_parts(self.nodes.clone(), self.index.clone(), self.namespaces.clone())
     }
 
+    /// Brings `snap` up to date, as upstream's `UpdateSnapshot`: only the
+    /// NodeInfos that changed since it was taken are replaced, unless nodes
+    /// came, went or were reordered. The scheduling loop keeps one snapshot
+    /// for its life: copying 5,000 pointers into a new one per pod, and
+    /// dropping them after, was 6 % of the server's CPU at 5,000 nodes.
+    pub fn update_snapshot(&mut self, snap: &mut Snapshot) {
+        if self.order_dirty {
+            self.rebuild_order();
+        }
+        if !snap.refresh_from(&self.nodes, &self.index, &self.namespaces) {
+            *snap = Snapshot::from_parts(self.nodes.clone(), self.index.clone(), self.namespaces.clone());
+        }
+    }
+
     pub fn num_nodes(&self) -> usize {
         self.nodes.len()
     }
@@ -310,6 +324,64 @@ mod tests {
         assert!(c.forget_pod("uid-p").is_err());
         c.remove_pod("uid-p");
         assert_eq!(c.snapshot().get("n2").unwrap().pods.len(), 0);
+    }
+
+    #[test]
+    fn an_updated_snapshot_follows_the_cache_and_shares_what_did_not_change() {
+        let mut c = Cache::new(None);
+        for n in ["n1", "n2", "n3"] {
+            c.add_or_update_node(Arc::new(NodeBuilder::new(n).build()));
+        }
+        let mut snap = Snapshot::default();
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.num_nodes(), 3);
+        let n2_before = snap.get("n2").unwrap().clone();
+        let n3_before = snap.get("n3").unwrap().clone();
+
+        // A pod assumed on n1: only n1's entry is replaced.
+        c.assume_pod(Arc::new(PodInfo::new(pod_on("p", "n1", "500m")))).unwrap();
+        let held = snap.clone();
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.get("n1").unwrap().requested.milli_cpu, 500);
+        assert_eq!(held.get("n1").unwrap().requested.milli_cpu, 0, "a snapshot taken before is not changed");
+        assert!(Arc::ptr_eq(snap.get("n2").unwrap(), &n2_before));
+        assert!(Arc::ptr_eq(snap.get("n3").unwrap(), &n3_before));
+
+        // Confirmed elsewhere, then a pod with affinity: the index of nodes
+        // with affinity pods follows.
+        c.add_pod(pod_on("p", "n3", "500m"));
+        let mut with_affinity = PodBuilder::new("a").node("n2").build();
+        with_affinity.spec.as_mut().unwrap().affinity = Some(k8s_openapi::api::core::v1::Affinity {
+            pod_affinity: Some(k8s_openapi::api::core::v1::PodAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![k8s_openapi::api::core::v1::PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.add_pod(Arc::new(with_affinity));
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.get("n1").unwrap().requested.milli_cpu, 0);
+        assert_eq!(snap.get("n3").unwrap().requested.milli_cpu, 500);
+        let names: Vec<&str> = snap.have_pods_with_affinity().map(|n| n.name()).collect();
+        assert_eq!(names, ["n2"]);
+        c.remove_pod("uid-a");
+        c.update_snapshot(&mut snap);
+        assert_eq!(snap.have_pods_with_affinity().count(), 0);
+
+        // Nodes coming and going rebuild it whole, namespaces included.
+        c.add_or_update_node(Arc::new(NodeBuilder::new("n4").build()));
+        c.remove_node("n2");
+        c.set_namespace("team", Labels::new());
+        c.update_snapshot(&mut snap);
+        let mut names: Vec<&str> = snap.node_infos.iter().map(|n| n.name()).collect();
+        names.sort();
+        assert_eq!(names, ["n1", "n3", "n4"]);
+        assert!(snap.get("n2").is_none());
+        assert!(snap.namespace_labels.contains_key("team"));
+        assert_eq!(snap.get("n3").unwrap().requested.milli_cpu, 500);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::algorithm::{self, ScheduleError, NO_NODES_AVAILABLE_MSG};
 use crate::cache::Cache;
 use crate::events::{self, EventRecorder, SchedulingCondition};
-use crate::framework::{CycleState, Framework, PodInfo, PostFilterResult, QueuedPodInfo, Status, EVENT_ASSIGNED_POD_DELETE};
+use crate::framework::{CycleState, Framework, PodInfo, PostFilterResult, QueuedPodInfo, Snapshot, Status, EVENT_ASSIGNED_POD_DELETE};
 use crate::helpers;
 use crate::plugins::volume_binding::VolumeListers;
 use crate::queue::{QueueConfig, SchedulingQueue};
@@ -131,14 +131,15 @@ impl Instance {
 async fn scheduling_loop(shared: Arc<Shared>) {
     let mut next_start = 0usize;
     let mut binders: JoinSet<()> = JoinSet::new();
+    let mut snapshot = Snapshot::default();
     while let Some(q) = shared.queue.pop().await {
-        schedule_one(&shared, q, &mut next_start, &mut binders).await;
+        schedule_one(&shared, q, &mut snapshot, &mut next_start, &mut binders).await;
         // Reap finished binders.
         while binders.try_join_next().is_some() {}
     }
 }
 
-async fn schedule_one(shared: &Arc<Shared>, mut q: QueuedPodInfo, next_start: &mut usize, binders: &mut JoinSet<()>) {
+async fn schedule_one(shared: &Arc<Shared>, mut q: QueuedPodInfo, snapshot: &mut Snapshot, next_start: &mut usize, binders: &mut JoinSet<()>) {
     let pod = q.pod_info.clone();
     let uid = pod.uid.clone();
     if helpers::is_terminating(&pod.pod) || shared.cache.lock().unwrap_or_else(|e| e.into_inner()).is_assumed(&uid) {
@@ -146,12 +147,13 @@ async fn schedule_one(shared: &Arc<Shared>, mut q: QueuedPodInfo, next_start: &m
         return;
     }
     let cycle = shared.queue.scheduling_cycle();
-    let snapshot = shared.cache.lock().unwrap_or_else(|e| e.into_inner()).snapshot();
+    shared.cache.lock().unwrap_or_else(|e| e.into_inner()).update_snapshot(snapshot);
+    let snapshot = &*snapshot;
     let nominated = shared.queue.nominated_pods();
     let fwk = shared.framework.clone();
     let mut state = CycleState::new();
     let started = Instant::now();
-    let result = algorithm::schedule_pod(&fwk, &mut state, &pod, &snapshot, &nominated, next_start);
+    let result = algorithm::schedule_pod(&fwk, &mut state, &pod, snapshot, &nominated, next_start);
     shared.metrics.observe_cycle(started.elapsed());
     match result {
         Ok(r) => {
@@ -175,7 +177,7 @@ async fn schedule_one(shared: &Arc<Shared>, mut q: QueuedPodInfo, next_start: &m
         Err(ScheduleError::Fit(mut fe)) => {
             let mut nominating = None;
             if !fwk.post_filter.is_empty() {
-                let (r, s) = fwk.run_post_filter(&snapshot, &nominated, &state, &pod, &fe.diagnosis.node_to_status);
+                let (r, s) = fwk.run_post_filter(snapshot, &nominated, &state, &pod, &fe.diagnosis.node_to_status);
                 if s.code == crate::framework::Code::Error {
                     tracing::warn!(pod = %pod.key(), status = %s, "PostFilter failed");
                 }

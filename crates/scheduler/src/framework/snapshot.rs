@@ -30,17 +30,48 @@ impl Snapshot {
     /// by name (the cache keeps both, so a snapshot costs pointer copies).
     pub fn from_parts(node_infos: Vec<Arc<NodeInfo>>, index: Arc<HashMap<String, usize>>, namespace_labels: Arc<BTreeMap<String, Labels>>) -> Snapshot {
         debug_assert_eq!(node_infos.len(), index.len());
-        let mut s = Snapshot { namespace_labels, index, ..Default::default() };
-        for (i, n) in node_infos.iter().enumerate() {
-            if !n.pods_with_affinity.is_empty() {
-                s.have_pods_with_affinity.push(i);
-            }
-            if !n.pods_with_required_anti_affinity.is_empty() {
-                s.have_pods_with_required_anti_affinity.push(i);
+        let mut s = Snapshot { namespace_labels, index, node_infos, ..Default::default() };
+        s.index_affinity();
+        s
+    }
+
+    /// Brings this snapshot up to the cache's nodes, given in the same
+    /// order with the same `index`: only entries whose `Arc` changed are
+    /// replaced (the cache copies a NodeInfo on write while a snapshot
+    /// shares it, so a changed node always has a new pointer). Returns
+    /// false, touching nothing, when the order or index differ.
+    pub fn refresh_from(&mut self, node_infos: &[Arc<NodeInfo>], index: &Arc<HashMap<String, usize>>, namespace_labels: &Arc<BTreeMap<String, Labels>>) -> bool {
+        if !Arc::ptr_eq(&self.index, index) || self.node_infos.len() != node_infos.len() {
+            return false;
+        }
+        let mut affinity_changed = false;
+        for (mine, theirs) in self.node_infos.iter_mut().zip(node_infos) {
+            if !Arc::ptr_eq(mine, theirs) {
+                affinity_changed |= mine.pods_with_affinity.is_empty() != theirs.pods_with_affinity.is_empty()
+                    || mine.pods_with_required_anti_affinity.is_empty() != theirs.pods_with_required_anti_affinity.is_empty();
+                *mine = theirs.clone();
             }
         }
-        s.node_infos = node_infos;
-        s
+        if affinity_changed {
+            self.index_affinity();
+        }
+        if !Arc::ptr_eq(&self.namespace_labels, namespace_labels) {
+            self.namespace_labels = namespace_labels.clone();
+        }
+        true
+    }
+
+    fn index_affinity(&mut self) {
+        self.have_pods_with_affinity.clear();
+        self.have_pods_with_required_anti_affinity.clear();
+        for (i, n) in self.node_infos.iter().enumerate() {
+            if !n.pods_with_affinity.is_empty() {
+                self.have_pods_with_affinity.push(i);
+            }
+            if !n.pods_with_required_anti_affinity.is_empty() {
+                self.have_pods_with_required_anti_affinity.push(i);
+            }
+        }
     }
 
     /// A snapshot of plain NodeInfos (tests, tools).
