@@ -139,6 +139,7 @@ pub fn is_extended_resource_name(name: &str) -> bool {
 
 /// Upstream's `framework.Resource`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C)] // the scalars every filter reads first, together (see NodeInfo)
 pub struct Resource {
     pub milli_cpu: i64,
     pub memory: i64,

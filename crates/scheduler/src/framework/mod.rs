@@ -126,9 +126,10 @@ pub struct PostFilterResult {
 /// A node's score.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeScore {
-    /// Shared with the NodeInfo: a score per node per plugin per cycle
-    /// must not allocate a name.
-    pub name: Arc<str>,
+    /// The node's position in the list being scored. Upstream carries the
+    /// name; no plugin here needs it, and reaching it cost a cache miss per
+    /// node per cycle.
+    pub index: usize,
     pub score: i64,
 }
 
@@ -137,7 +138,8 @@ pub struct NodeScore {
 /// list per feasible node per cycle was a fifth of scoring's cost.
 #[derive(Clone, Debug)]
 pub struct NodePluginScores {
-    pub name: Arc<str>,
+    /// The node's position in the list that was scored.
+    pub index: usize,
     pub total: i64,
 }
 
@@ -445,7 +447,7 @@ mod tests {
 
     #[test]
     fn normalize() {
-        let mut s = vec![NodeScore { name: "a".into(), score: 2 }, NodeScore { name: "b".into(), score: 4 }, NodeScore { name: "c".into(), score: 0 }];
+        let mut s = vec![NodeScore { index: 0, score: 2 }, NodeScore { index: 1, score: 4 }, NodeScore { index: 2, score: 0 }];
         default_normalize_score(100, false, &mut s);
         assert_eq!(s.iter().map(|x| x.score).collect::<Vec<_>>(), vec![50, 100, 0]);
         default_normalize_score(100, true, &mut s);

@@ -203,17 +203,15 @@ impl PodInfo {
 }
 
 /// A node and everything scheduled on it.
+///
+/// `repr(C)` keeps the fields in this order: the ones every filter reads
+/// for every node in every cycle come first, so that they share one or two
+/// cache lines. A cycle visits hundreds of nodes that are cold in the cache
+/// (the start rotates), and at 5,000 nodes those misses were most of the
+/// filters' cost.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 pub struct NodeInfo {
-    node: Option<Arc<Node>>,
-    name: Arc<str>,
-    pub pods: Vec<Arc<PodInfo>>,
-    pub pods_with_affinity: Vec<Arc<PodInfo>>,
-    pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
-    pub used_ports: HostPortInfo,
-    pub requested: Resource,
-    pub non_zero_requested: Resource,
-    pub allocatable: Resource,
     /// `spec.unschedulable` of the node, kept here because NodeUnschedulable
     /// asks it of every node in every cycle: reading it from the Node was
     /// that filter's whole cost (a cache miss per node).
@@ -222,8 +220,45 @@ pub struct NodeInfo {
     /// reads them for every node in every cycle, and following the Node to
     /// its spec was most of that filter's cost.
     taints: Box<[Taint]>,
+    pub allocatable: Resource,
+    pub requested: Resource,
+    pub pods: Vec<Arc<PodInfo>>,
+    pub non_zero_requested: Resource,
+    node: Option<Arc<Node>>,
+    name: Arc<str>,
+    pub pods_with_affinity: Vec<Arc<PodInfo>>,
+    pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
+    pub used_ports: HostPortInfo,
     /// Bumped on every change (the cache uses it to refresh snapshots).
     pub generation: u64,
+}
+
+impl NodeInfo {
+    /// Asks the CPU to fetch the fields the filters read first (the front
+    /// of the struct, through `pods`): called for a node a few places ahead
+    /// in a cycle's walk, its cache misses overlap with the filtering of
+    /// the nodes before it instead of stalling each in turn. (Plain loads
+    /// do not do this: a missing load holds up everything after it.)
+    #[inline]
+    pub fn touch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let start = (self as *const NodeInfo).cast::<i8>();
+            let end = std::mem::offset_of!(NodeInfo, pods) + std::mem::size_of::<Vec<Arc<PodInfo>>>();
+            let mut offset = 0;
+            while offset < end {
+                // SAFETY: a prefetch is a hint. It never faults, whatever
+                // the address, and changes nothing the program can see; the
+                // addresses are inside `self` anyway.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+                offset += 64;
+            }
+            // SAFETY: as above; the last hot byte, in case `self` does not
+            // start on a cache line.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(end - 1)) };
+        }
+    }
 }
 
 impl NodeInfo {

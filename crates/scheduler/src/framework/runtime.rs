@@ -266,23 +266,21 @@ impl Framework {
 
     /// Score, NormalizeScore and weights: the total per node.
     pub fn run_score(&self, state: &CycleState, pod: &PodInfo, nodes: &[Arc<NodeInfo>]) -> Result<Vec<NodePluginScores>, Status> {
-        let mut all: Vec<NodePluginScores> = nodes.iter().map(|n| NodePluginScores { name: n.shared_name(), total: 0 }).collect();
         // One list for every plugin's raw scores, refilled per plugin.
-        let mut scores: Vec<NodeScore> = Vec::with_capacity(nodes.len());
+        let mut scores: Vec<NodeScore> = (0..nodes.len()).map(|index| NodeScore { index, score: 0 }).collect();
+        let mut totals = vec![0i64; nodes.len()];
         for (pl, weight) in &self.score {
             if state.skip_score_plugins.contains(pl.name()) {
                 continue;
             }
-            scores.clear();
-            for (n, total) in nodes.iter().zip(&all) {
-                let s = pl.score(state, pod, n).map_err(|s| Status::error(format!("running Score plugin {:?}: {}", pl.name(), s.message())))?;
-                scores.push(NodeScore { name: total.name.clone(), score: s });
+            for (n, s) in nodes.iter().zip(scores.iter_mut()) {
+                s.score = pl.score(state, pod, n).map_err(|s| Status::error(format!("running Score plugin {:?}: {}", pl.name(), s.message())))?;
             }
             let s = pl.normalize_score(state, pod, &mut scores);
             if !s.is_success() {
                 return Err(Status::error(format!("running Normalize on Score plugin {:?}: {}", pl.name(), s.message())));
             }
-            for (total, s) in all.iter_mut().zip(&scores) {
+            for (total, s) in totals.iter_mut().zip(&scores) {
                 if s.score > MAX_NODE_SCORE || s.score < MIN_NODE_SCORE {
                     return Err(Status::error(format!(
                         "plugin {:?} returns an invalid score {}, it should in the range of [{MIN_NODE_SCORE}, {MAX_NODE_SCORE}] after normalizing",
@@ -290,10 +288,10 @@ impl Framework {
                         s.score
                     )));
                 }
-                total.total += s.score * weight;
+                *total += s.score * weight;
             }
         }
-        Ok(all)
+        Ok(scores.into_iter().zip(totals).map(|(s, total)| NodePluginScores { index: s.index, total }).collect())
     }
 
     /// Bind: the first bind plugin that does not skip decides.

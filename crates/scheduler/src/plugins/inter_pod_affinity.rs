@@ -448,7 +448,7 @@ mod tests {
         let plugin = InterPodAffinity::default();
         let mut state = CycleState::new();
         assert!(plugin.pre_score(&mut state, &pod, &snapshot.node_infos, &snapshot).is_success());
-        let mut scores: Vec<NodeScore> = snapshot.node_infos.iter().map(|n| NodeScore { name: n.name().into(), score: plugin.score(&state, &pod, n).unwrap() }).collect();
+        let mut scores: Vec<NodeScore> = snapshot.node_infos.iter().enumerate().map(|(index, n)| NodeScore { index, score: plugin.score(&state, &pod, n).unwrap() }).collect();
         assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![10, -5, 0]);
         plugin.normalize_score(&state, &pod, &mut scores);
         assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![100, 0, 33]);

@@ -236,7 +236,7 @@ mod tests {
         let pod = PodBuilder::new("p").node_affinity_preferred(&[(20, "disk", "In", &["ssd"]), (60, "zone", "In", &["z1"])]).info();
         let mut state = CycleState::new();
         assert!(NodeAffinity.pre_score(&mut state, &pod, &nodes, &Snapshot::default()).is_success());
-        let mut scores: Vec<NodeScore> = nodes.iter().map(|n| NodeScore { name: n.name().into(), score: NodeAffinity.score(&state, &pod, n).unwrap() }).collect();
+        let mut scores: Vec<NodeScore> = nodes.iter().enumerate().map(|(index, n)| NodeScore { index, score: NodeAffinity.score(&state, &pod, n).unwrap() }).collect();
         assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![0, 20, 80]);
         NodeAffinity.normalize_score(&state, &pod, &mut scores);
         assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![0, 25, 100]);

@@ -288,6 +288,8 @@ impl FilterPlugin for PodTopologySpread {
 struct PreScoreState {
     constraints: Vec<Constraint>,
     ignored_nodes: BTreeSet<String>,
+    /// The same nodes by position in the scored list (what NormalizeScore sees).
+    ignored_positions: BTreeSet<usize>,
     /// (topology key, value) → matching pods, for non-hostname keys.
     topology_pair_to_pod_counts: HashMap<(String, String), i64>,
     topology_normalizing_weight: Vec<f64>,
@@ -313,12 +315,13 @@ impl PreScorePlugin for PodTopologySpread {
         if constraints.is_empty() {
             return Status::skip();
         }
-        let mut s = PreScoreState { constraints, ignored_nodes: BTreeSet::new(), topology_pair_to_pod_counts: HashMap::new(), topology_normalizing_weight: Vec::new() };
+        let mut s = PreScoreState { constraints, ignored_nodes: BTreeSet::new(), ignored_positions: BTreeSet::new(), topology_pair_to_pod_counts: HashMap::new(), topology_normalizing_weight: Vec::new() };
         let mut topo_size = vec![0usize; s.constraints.len()];
-        for ni in nodes {
+        for (position, ni) in nodes.iter().enumerate() {
             let labels = helpers::node_labels(ni.node());
             if !node_labels_match_constraints(labels, &s.constraints) {
                 s.ignored_nodes.insert(ni.name().to_string());
+                s.ignored_positions.insert(position);
                 continue;
             }
             for (i, c) in s.constraints.iter().enumerate() {
@@ -388,14 +391,14 @@ impl ScorePlugin for PodTopologySpread {
         let mut min = i64::MAX;
         let mut max = 0;
         for sc in scores.iter() {
-            if s.ignored_nodes.contains(&*sc.name) {
+            if s.ignored_positions.contains(&sc.index) {
                 continue;
             }
             min = min.min(sc.score);
             max = max.max(sc.score);
         }
         for sc in scores.iter_mut() {
-            if s.ignored_nodes.contains(&*sc.name) {
+            if s.ignored_positions.contains(&sc.index) {
                 sc.score = 0;
                 continue;
             }
@@ -515,7 +518,7 @@ mod tests {
         let mut state = CycleState::new();
         assert!(PodTopologySpread.pre_score(&mut state, &pod, &snapshot.node_infos, &snapshot).is_success());
         let mut scores: Vec<NodeScore> =
-            snapshot.node_infos.iter().map(|n| NodeScore { name: n.name().into(), score: PodTopologySpread.score(&state, &pod, n).unwrap() }).collect();
+            snapshot.node_infos.iter().enumerate().map(|(index, n)| NodeScore { index, score: PodTopologySpread.score(&state, &pod, n).unwrap() }).collect();
         PodTopologySpread.normalize_score(&state, &pod, &mut scores);
         let s: Vec<i64> = scores.iter().map(|s| s.score).collect();
         assert!(s[2] > s[1] && s[1] > s[0], "{s:?}");

@@ -125,7 +125,7 @@ mod tests {
         let pod = PodBuilder::new("p").toleration("c", "Exists", "", "PreferNoSchedule").info();
         let mut state = CycleState::new();
         assert!(TaintToleration.pre_score(&mut state, &pod, &nodes, &Snapshot::default()).is_success());
-        let mut scores: Vec<NodeScore> = nodes.iter().map(|n| NodeScore { name: n.name().into(), score: TaintToleration.score(&state, &pod, n).unwrap() }).collect();
+        let mut scores: Vec<NodeScore> = nodes.iter().enumerate().map(|(index, n)| NodeScore { index, score: TaintToleration.score(&state, &pod, n).unwrap() }).collect();
         TaintToleration.normalize_score(&state, &pod, &mut scores);
         let got: Vec<i64> = scores.iter().map(|s| s.score).collect();
         assert_eq!(got, vec![100, 50, 0, 100]);
