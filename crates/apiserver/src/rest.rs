@@ -695,6 +695,19 @@ impl Ctx {
                 ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
             })?),
         };
+        // As upstream's cacher under GuaranteedUpdate: the first attempt
+        // updates the watch cache's copy, saving a store read. It may be
+        // stale, so only a write it lands (a compare-and-swap on its
+        // revision) is trusted: a copy older than the resourceVersion the
+        // client names, an error, or an update that changes nothing is
+        // redone on the store's version.
+        if let Some((old, old_rev)) = self.read_cached(rt, rr.namespace.as_deref(), name).await
+            && expected.is_none_or(|exp| exp == old_rev)
+            && let Ok(reply) = self.update_on(rr, name, old, old_rev, expected, obj.clone(), q, manager).await
+            && meta::resource_version(&reply.body).is_some_and(|rv| rv != old_rev.to_string())
+        {
+            return Ok(Reply { warnings: [warnings, reply.warnings].concat(), ..reply });
+        }
         let current = match self.read(rt, rr.namespace.as_deref(), name).await {
             Ok(c) => Some(c),
             Err(e) if e.code == 404 && allows_create_on_update(rt) && rr.subresource.is_none() => None,
@@ -703,6 +716,25 @@ impl Ctx {
         let Some((old, old_rev)) = current else {
             return self.create(rr, obj, q, manager).await;
         };
+        let reply = self.update_on(rr, name, old, old_rev, expected, obj, q, manager).await?;
+        Ok(Reply { warnings: [warnings, reply.warnings].concat(), ..reply })
+    }
+
+    /// A PUT's update of `old`, read at `old_rev`: the client's
+    /// preconditions (resourceVersion and uid), then the write.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_on(
+        &self,
+        rr: &ResourceRequest,
+        name: &str,
+        old: Value,
+        old_rev: Revision,
+        expected: Option<Revision>,
+        obj: Value,
+        q: &Query,
+        manager: &str,
+    ) -> Result<Reply, ApiError> {
+        let rt = rr.rt;
         if let Some(exp) = expected {
             if exp != old_rev {
                 return Err(ApiError::stale(rt.group, rt.plural, name));
@@ -715,10 +747,7 @@ impl Ctx {
                 "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
             )));
         }
-        let reply = self
-            .write_update(rr, name, old, old_rev, obj, q, manager, "Update")
-            .await?;
-        Ok(Reply { warnings: [warnings, reply.warnings].concat(), ..reply })
+        self.write_update(rr, name, old, old_rev, obj, q, manager, "Update").await
     }
 
     /// Turns a proposed new object into a stored one: keeps what the client

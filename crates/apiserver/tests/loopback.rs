@@ -13,7 +13,10 @@ use tug_apiserver::loopback::Loopback;
 use tug_pki::PeerIdentity;
 
 async fn start(dir: &std::path::Path) -> tug_apiserver::ApiServer {
-    let store = tug_store::open("", dir).await.expect("store");
+    start_on(dir, tug_store::open("", dir).await.expect("store")).await
+}
+
+async fn start_on(dir: &std::path::Path, store: Arc<dyn tug_store::Store>) -> tug_apiserver::ApiServer {
     let sans = tug_pki::ServingSans::for_host("10.43.0.1".parse().unwrap(), "cluster.local", &[]);
     let pki = tug_pki::ClusterPki::load_or_create(&dir.join("tls"), &sans).expect("pki");
     let config = tug_apiserver::Config {
@@ -147,4 +150,94 @@ async fn a_patch_on_a_stale_cached_copy_is_redone_on_the_store() {
         let _ = maps.patch("cm", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "0"}}))).await.unwrap();
     }
     eprintln!("{stale_rounds} of 200 rounds patched while the cache was behind");
+}
+
+/// A store whose watch, and so the watch cache following it, can be held
+/// back: writes land, the cache does not see them until the gate opens.
+struct GatedStore {
+    inner: Arc<dyn tug_store::Store>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl tug_store::Store for GatedStore {
+    async fn get(&self, key: &str) -> tug_store::Result<Option<tug_store::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str, opts: tug_store::ListOptions) -> tug_store::Result<tug_store::ListResult> {
+        self.inner.list(prefix, opts).await
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> tug_store::Result<i64> {
+        self.inner.create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> tug_store::Result<i64> {
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Option<i64>) -> tug_store::Result<(i64, tug_store::KeyValue)> {
+        self.inner.delete(key, expected).await
+    }
+    async fn watch(&self, prefix: &str, after: i64) -> tug_store::Result<tug_store::EventStream> {
+        let stream = self.inner.watch(prefix, after).await?;
+        let open = self.open.subscribe();
+        Ok(Box::pin(stream.then(move |ev| {
+            let mut open = open.clone();
+            async move {
+                let _ = open.wait_for(|o| *o).await;
+                ev
+            }
+        })))
+    }
+    async fn current_revision(&self) -> tug_store::Result<i64> {
+        self.inner.current_revision().await
+    }
+    async fn compact(&self, revision: i64) -> tug_store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn compacted_revision(&self) -> tug_store::Result<i64> {
+        self.inner.compacted_revision().await
+    }
+}
+
+/// A PUT, like a PATCH, first updates the watch cache's copy. With the
+/// cache held back while the store is written behind its back: a PUT naming
+/// the resourceVersion the client read must fail with 409 even when it
+/// changes nothing on the cached copy, and a PUT naming none must land what
+/// it sends, even when that equals the cached copy.
+#[tokio::test]
+async fn a_put_on_a_stale_cached_copy_is_redone_on_the_store() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let dir = tempfile::tempdir().unwrap();
+    let inner = tug_store::open("", dir.path()).await.expect("store");
+    let (open, _) = tokio::sync::watch::channel(true);
+    let gated = Arc::new(GatedStore { inner: Arc::clone(&inner), open });
+    let server = start_on(dir.path(), gated.clone()).await;
+    let client = kube::Client::new(Loopback::new(Arc::clone(&server.server), admin()), "default");
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    maps.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"v": "0"}})).unwrap()).await.unwrap();
+    let key = "/registry/configmaps/default/cm";
+    let cache = &server.server.ctx.cache;
+    for round in 1..=20 {
+        let read = maps.get("cm").await.unwrap();
+        assert!(cache.wait_for(inner.current_revision().await.unwrap(), Duration::from_secs(10)).await);
+        // Someone else changes it, and the cache does not see it.
+        gated.open.send_replace(false);
+        let kv = inner.get(key).await.unwrap().unwrap();
+        let mut obj: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+        obj["data"]["v"] = json!(format!("other{round}"));
+        inner.update(key, serde_json::to_vec(&obj).unwrap(), kv.mod_revision).await.unwrap();
+        assert!(cache.revision() < kv.mod_revision + 1, "round {round}: the cache is behind");
+        // The client's read is out of date: unchanged or not, 409.
+        match maps.replace("cm", &PostParams::default(), &read).await {
+            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"), "round {round}"),
+            other => panic!("round {round}: a PUT with an outdated resourceVersion gave {other:?}"),
+        }
+        // Without a resourceVersion it lands, though it equals the cached copy.
+        let mut unconditional = read.clone();
+        unconditional.metadata.resource_version = None;
+        let put = maps.replace("cm", &PostParams::default(), &unconditional).await.unwrap();
+        assert_eq!(put.data.as_ref().unwrap()["v"], read.data.as_ref().unwrap()["v"], "round {round}");
+        let stored: serde_json::Value = serde_json::from_slice(&inner.get(key).await.unwrap().unwrap().value).unwrap();
+        assert_eq!(stored["data"]["v"], json!(read.data.as_ref().unwrap()["v"]), "round {round}: the reply said replaced, the store disagrees");
+        gated.open.send_replace(true);
+    }
 }
