@@ -81,7 +81,10 @@ pub struct HollowConfig {
     pub lease_duration_seconds: i32,
     /// How often each lease is renewed (upstream: 10s, a quarter of the duration).
     pub renew_interval: Duration,
-    /// How often each node posts its status (heartbeat in the conditions).
+    /// How often each node posts its status (heartbeat in the conditions)
+    /// when nothing changed: upstream's `nodeStatusReportFrequency`, 5
+    /// minutes by default since node Leases carry the heartbeat (1.17).
+    /// A change (conditions overridden by someone else) is posted at once.
     pub status_interval: Duration,
     /// Upper bound on the wait between a pod's deletionTimestamp and the
     /// final delete (a real kubelet waits for containers to stop, up to the
@@ -113,7 +116,7 @@ impl Default for HollowConfig {
             extra_labels: BTreeMap::new(),
             lease_duration_seconds: 40,
             renew_interval: Duration::from_secs(10),
-            status_interval: Duration::from_secs(60),
+            status_interval: Duration::from_secs(300),
             deletion_grace_cap: Duration::from_secs(1),
             restart_backoff: Duration::from_secs(10),
             register_concurrency: 32,

@@ -541,7 +541,7 @@ fn print_report(a: &DensityBenchArgs, pods: usize, r: &Outcome, total: Duration,
     cluster::print_table(&header, &rows);
     println!();
     println!(
-        "* Machine: {} cores shared by the bench client, `tug server` ({}SQLite){} and `tug hollow` (lease renewals every 10 s and node status every 60 s per node, and a status write per pod start).",
+        "* Machine: {} cores shared by the bench client, `tug server` ({}SQLite){} and `tug hollow` (lease renewals every 10 s and node status every 5 minutes per node, upstream's nodeStatusReportFrequency, and a status write per pod start).",
         cluster::cores(),
         if a.split { "API server only, " } else { "API server, scheduler and controllers in one process, " },
         if a.split { ", `tug scheduler`, `tug controller-manager` (all controllers)" } else { "" },

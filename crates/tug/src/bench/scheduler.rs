@@ -467,7 +467,7 @@ fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_star
     cluster::print_table(&header, &rows);
     println!();
     println!(
-        "* Machine: {} cores shared by the bench client, `tug server` (API server + scheduler{}, SQLite) and `tug hollow`; the hollow kubelets renew a Lease per node every 10 s, post node status every 60 s and set every bound pod Running while the pods are being scheduled.",
+        "* Machine: {} cores shared by the bench client, `tug server` (API server + scheduler{}, SQLite) and `tug hollow`; the hollow kubelets renew a Lease per node every 10 s, post node status every 5 minutes (upstream's nodeStatusReportFrequency) and set every bound pod Running while the pods are being scheduled.",
         cluster::cores(),
         if a.controllers { " + controllers" } else { "" }
     );
