@@ -920,13 +920,7 @@ impl Ctx {
         let mut try_cache = precondition.is_none();
         let mut last_err = None;
         for _ in 0..PATCH_RETRIES {
-            let cached = if try_cache { self.read_cached(rt, rr.namespace.as_deref(), name).await } else { None };
-            try_cache = false;
-            let from_cache = cached.is_some();
-            let (old, old_rev) = match cached {
-                Some(c) => c,
-                None => self.read(rt, rr.namespace.as_deref(), name).await?,
-            };
+            let (old, old_rev, from_cache) = self.read_for_write(rt, rr.namespace.as_deref(), name, std::mem::take(&mut try_cache)).await?;
             match self.patch_once(rr, name, patch_type, &patch_doc, precondition.as_deref(), old, old_rev, q, manager).await {
                 Ok((_, false)) | Err(_) if from_cache => continue,
                 Ok((r, _)) => return Ok(r),
@@ -935,6 +929,16 @@ impl Ctx {
             }
         }
         Err(last_err.unwrap_or_else(|| ApiError::stale(rt.group, rt.plural, name)))
+    }
+
+    /// The version a write starts from: the watch cache's when `try_cache`
+    /// and it has one (then `true`), else the store's.
+    async fn read_for_write(&self, rt: &ResourceType, ns: Option<&str>, name: &str, try_cache: bool) -> Result<(Value, Revision, bool), ApiError> {
+        if try_cache && let Some((old, rev)) = self.read_cached(rt, ns, name).await {
+            return Ok((old, rev, true));
+        }
+        let (old, rev) = self.read(rt, ns, name).await?;
+        Ok((old, rev, false))
     }
 
     /// The newest version of an object the watch cache has, as [`Ctx::read`]
@@ -992,7 +996,18 @@ impl Ctx {
             new = apply_scale(rt, &old, &new)?;
         }
         let mut warnings = Vec::new();
-        self.check_fields(rt, &mut new, q, &mut warnings)?;
+        // A stored object has no unknown fields (every write drops or
+        // refuses them), so a merge or strategic patch brings in only the
+        // unknown fields the patch itself holds: when it holds none, the
+        // patched object is not walked again. (A strategic patch's
+        // directives, `$patch` and the like, count as unknown here and so
+        // take the full check.)
+        let patch_is_known = matches!(patch_type, PatchType::Merge | PatchType::Strategic)
+            && rr.subresource.as_deref() != Some("scale")
+            && Schemas::get().unknown_fields(rt.definition, patch_doc).is_empty();
+        if !patch_is_known {
+            self.check_fields(rt, &mut new, q, &mut warnings)?;
+        }
         meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(old_rev.to_string()));
         let mut r = self.write_update(rr, name, old, old_rev, new, q, manager, "Update").await?;
         let wrote = meta::resource_version(&r.body).is_some_and(|rv| rv != old_rev.to_string());
@@ -1185,38 +1200,52 @@ impl Ctx {
         if node.is_empty() {
             return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
         }
+        // The first attempt binds the watch cache's copy, as PATCH and PUT
+        // do; only a write it lands is trusted, anything else is redone on
+        // the store's version.
+        let mut try_cache = true;
         for _ in 0..PATCH_RETRIES {
-            let (old, old_rev) = self.read(rt, rr.namespace.as_deref(), name).await?;
-            let old_uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-            if let Some(uid) = meta::meta_str(&body, "uid").filter(|u| !u.is_empty() && *u != old_uid) {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
-                )));
-            }
-            if let Some(rv) = meta::resource_version(&body).filter(|r| !r.is_empty() && *r != old_rev.to_string()) {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
-                )));
-            }
-            if old.pointer("/metadata/deletionTimestamp").is_some() {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, "pod is being deleted, cannot be assigned to a host"));
-            }
-            if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
-            }
-            let mut new = old;
-            new["spec"]["nodeName"] = json!(node);
-            set_condition(&mut new, "PodScheduled", "True", None);
-            let key = rt.key(rr.namespace.as_deref(), name);
-            match self.store.update(&key, encode_for_store(rt, &new), old_rev).await {
-                Ok(_) => {
-                    return Ok(Reply::with(StatusCode::CREATED, tug_api::status::success_status()));
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_err(rt, name, e)),
+            let (old, old_rev, from_cache) = self.read_for_write(rt, rr.namespace.as_deref(), name, std::mem::take(&mut try_cache)).await?;
+            match self.bind_once(rr, name, &body, &node, old, old_rev).await {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => continue,
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(ApiError::stale(rt.group, rt.plural, name))
+    }
+
+    /// One attempt of a binding on `old`: the reply, or `None` when the
+    /// pod changed since `old_rev` (compare-and-swap failed).
+    async fn bind_once(&self, rr: &ResourceRequest, name: &str, body: &Value, node: &str, old: Value, old_rev: Revision) -> Result<Option<Reply>, ApiError> {
+        let rt = rr.rt;
+        let old_uid = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        if let Some(uid) = meta::meta_str(body, "uid").filter(|u| !u.is_empty() && *u != old_uid) {
+            return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
+            )));
+        }
+        if let Some(rv) = meta::resource_version(body).filter(|r| !r.is_empty() && *r != old_rev.to_string()) {
+            return Err(ApiError::conflict(rt.group, rt.plural, name, &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
+            )));
+        }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(rt.group, rt.plural, name, "pod is being deleted, cannot be assigned to a host"));
+        }
+        if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            return Err(ApiError::conflict(rt.group, rt.plural, name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        }
+        let mut new = old;
+        new["spec"]["nodeName"] = json!(node);
+        set_condition(&mut new, "PodScheduled", "True", None);
+        let key = rt.key(rr.namespace.as_deref(), name);
+        match self.store.update(&key, encode_for_store(rt, &new), old_rev).await {
+            Ok(_) => Ok(Some(Reply::with(StatusCode::CREATED, tug_api::status::success_status()))),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(store_err(rt, name, e)),
+        }
     }
 
     /// POST pods/{name}/eviction: a delete that respects PodDisruptionBudgets

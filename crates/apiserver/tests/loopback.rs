@@ -82,20 +82,17 @@ async fn a_kube_client_over_loopback_writes_reads_and_watches() {
         other => panic!("expected 404, got {other:?}"),
     }
     namespaces.delete("lb", &Default::default()).await.unwrap();
+    // Namespace lifecycle reads the watch cache (upstream: an informer), so
+    // a create may pass until the cache has seen the deletion.
+    let now = server.server.ctx.store.current_revision().await.unwrap();
+    assert!(server.server.ctx.cache.wait_for(now, Duration::from_secs(10)).await);
     let mut second = pod.clone();
     second.metadata.name = Some("q".into());
-    let refused = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match pods.create(&PostParams::default(), &second).await {
-                Err(kube::Error::Api(s)) if s.code == 403 => return s,
-                // The cache may not have seen the deletion yet.
-                Ok(_) => panic!("created a pod in a terminating namespace"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("refused within 10 s");
+    let refused = match pods.create(&PostParams::default(), &second).await {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("a create in a terminating namespace gave {other:?}"),
+    };
+    assert_eq!(refused.code, 403, "{refused:?}");
     assert!(refused.message.contains("being terminated"), "{}", refused.message);
 }
 
@@ -198,6 +195,14 @@ impl tug_store::Store for GatedStore {
     }
 }
 
+/// A server on a [`GatedStore`], the gate open.
+async fn start_gated(dir: &std::path::Path) -> (tug_apiserver::ApiServer, Arc<GatedStore>) {
+    let inner = tug_store::open("", dir).await.expect("store");
+    let (open, _) = tokio::sync::watch::channel(true);
+    let gated = Arc::new(GatedStore { inner, open });
+    (start_on(dir, gated.clone()).await, gated)
+}
+
 /// A PUT, like a PATCH, first updates the watch cache's copy. With the
 /// cache held back while the store is written behind its back: a PUT naming
 /// the resourceVersion the client read must fail with 409 even when it
@@ -207,10 +212,8 @@ impl tug_store::Store for GatedStore {
 async fn a_put_on_a_stale_cached_copy_is_redone_on_the_store() {
     use k8s_openapi::api::core::v1::ConfigMap;
     let dir = tempfile::tempdir().unwrap();
-    let inner = tug_store::open("", dir.path()).await.expect("store");
-    let (open, _) = tokio::sync::watch::channel(true);
-    let gated = Arc::new(GatedStore { inner: Arc::clone(&inner), open });
-    let server = start_on(dir.path(), gated.clone()).await;
+    let (server, gated) = start_gated(dir.path()).await;
+    let inner = Arc::clone(&gated.inner);
     let client = kube::Client::new(Loopback::new(Arc::clone(&server.server), admin()), "default");
     let maps: Api<ConfigMap> = Api::namespaced(client, "default");
     maps.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"v": "0"}})).unwrap()).await.unwrap();
@@ -239,5 +242,90 @@ async fn a_put_on_a_stale_cached_copy_is_redone_on_the_store() {
         let stored: serde_json::Value = serde_json::from_slice(&inner.get(key).await.unwrap().unwrap().value).unwrap();
         assert_eq!(stored["data"]["v"], json!(read.data.as_ref().unwrap()["v"]), "round {round}: the reply said replaced, the store disagrees");
         gated.open.send_replace(true);
+    }
+}
+
+/// A binding first tries the watch cache's copy too. Here the pod was
+/// deleted and made again behind the cache's back: the cached copy has the
+/// old uid, so the binding's uid precondition fails on it, and must then be
+/// checked against the store, where it holds.
+#[tokio::test]
+async fn a_binding_refused_by_a_stale_cached_copy_is_redone_on_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, gated) = start_gated(dir.path()).await;
+    let inner = Arc::clone(&gated.inner);
+    let client = kube::Client::new(Loopback::new(Arc::clone(&server.server), admin()), "default");
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let key = "/registry/pods/default/p";
+    assert!(server.server.ctx.cache.wait_for(inner.current_revision().await.unwrap(), Duration::from_secs(10)).await);
+
+    // Deleted and made again with a new uid, unseen by the cache.
+    gated.open.send_replace(false);
+    let kv = inner.get(key).await.unwrap().unwrap();
+    let mut again: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    inner.delete(key, Some(kv.mod_revision)).await.unwrap();
+    again["metadata"]["uid"] = json!("second-uid");
+    inner.create(key, serde_json::to_vec(&again).unwrap()).await.unwrap();
+    assert_eq!(server.server.ctx.cache.get(key).await.unwrap().object["metadata"]["uid"], json!(kv_uid(&kv.value)));
+
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": "second-uid"}, "target": {"kind": "Node", "name": "n1"}});
+    pods.create_subresource::<serde_json::Value, serde_json::Value>("binding", "p", &PostParams::default(), &binding)
+        .await
+        .expect("the binding's uid matches the stored pod");
+    let stored: serde_json::Value = serde_json::from_slice(&inner.get(key).await.unwrap().unwrap().value).unwrap();
+    assert_eq!(stored["spec"]["nodeName"], json!("n1"));
+    assert_eq!(stored["metadata"]["uid"], json!("second-uid"));
+    gated.open.send_replace(true);
+}
+
+fn kv_uid(stored: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(stored).unwrap();
+    v["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+/// Unknown fields a patch brings in are refused (Strict) or dropped (the
+/// default, Warn), whether the patch is a merge patch, a strategic one, or
+/// a strategic one with directives; fields already stored stay.
+#[tokio::test]
+async fn unknown_fields_in_a_patch_are_refused_or_dropped() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams, ValidationDirective};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = kube::Client::new(Loopback::new(Arc::clone(&server.server), admin()), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let strict = PatchParams::default().validation(ValidationDirective::Strict);
+    let patches = [
+        Patch::Merge(json!({"metadata": {"labels": {"b": "2"}}, "spec": {"bogus": 1}})),
+        Patch::Strategic(json!({"spec": {"containers": [{"name": "c", "bogus": 1}]}})),
+        Patch::Strategic(json!({"spec": {"$setElementOrder/containers": [{"name": "c"}], "containers": [{"name": "c", "bogus": 1}]}})),
+    ];
+    for p in &patches {
+        match pods.patch("p", &strict, p).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 400, "{e:?}");
+                assert!(e.message.contains("unknown field"), "{}", e.message);
+            }
+            other => panic!("{p:?} under Strict gave {other:?}"),
+        }
+    }
+    for p in &patches {
+        let patched: serde_json::Value = serde_json::to_value(pods.patch("p", &PatchParams::default(), p).await.unwrap()).unwrap();
+        assert!(patched["spec"].get("bogus").is_none(), "{p:?}: {patched}");
+        assert!(patched["spec"]["containers"][0].get("bogus").is_none(), "{p:?}: {patched}");
+        assert_eq!(patched["spec"]["containers"][0]["image"], json!("busybox"));
+    }
+    // Known fields only: the patch lands.
+    let patched = pods.patch("p", &strict, &Patch::Merge(json!({"metadata": {"labels": {"c": "3"}}}))).await.unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["c"], "3");
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    maps.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"v": "0"}})).unwrap()).await.unwrap();
+    match maps.patch("cm", &strict, &Patch::Merge(json!({"bogus": {"x": 1}}))).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 400, "{e:?}"),
+        other => panic!("a top-level unknown field gave {other:?}"),
     }
 }
