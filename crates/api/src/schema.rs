@@ -116,17 +116,31 @@ impl Schemas {
         self.definitions.get(name)
     }
 
+    /// Member `key` of a schema node. Schema nodes have a handful of
+    /// members (`$ref`, `type`, `items`, `properties`, `description`, ...),
+    /// and a map lookup hashes the key with SipHash first: scanning a few
+    /// keys is cheaper. The lookups of every write's field walks went
+    /// through here, and hashing was 4 % of the server's CPU.
+    #[inline]
+    pub fn attr<'a>(schema: &'a Value, key: &str) -> Option<&'a Value> {
+        let map = schema.as_object()?;
+        if map.len() <= 8 {
+            map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        } else {
+            map.get(key)
+        }
+    }
+
     /// Follows `$ref` (directly or through a one-element `allOf`).
     pub fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
         let mut current = schema;
         for _ in 0..8 {
-            let target = if let Some(r) = current.get("$ref").and_then(Value::as_str) {
+            let target = if let Some(r) = Self::attr(current, "$ref").and_then(Value::as_str) {
                 r
-            } else if let Some(r) = current
-                .get("allOf")
+            } else if let Some(r) = Self::attr(current, "allOf")
                 .and_then(Value::as_array)
                 .filter(|a| a.len() == 1)
-                .and_then(|a| a[0].get("$ref"))
+                .and_then(|a| Self::attr(&a[0], "$ref"))
                 .and_then(Value::as_str)
             {
                 r
@@ -144,12 +158,11 @@ impl Schemas {
 
     /// The definition name a schema refers to, if any.
     pub fn ref_name<'a>(&self, schema: &'a Value) -> Option<&'a str> {
-        let r = schema.get("$ref").and_then(Value::as_str).or_else(|| {
-            schema
-                .get("allOf")
+        let r = Self::attr(schema, "$ref").and_then(Value::as_str).or_else(|| {
+            Self::attr(schema, "allOf")
                 .and_then(Value::as_array)
                 .and_then(|a| a.first())
-                .and_then(|s| s.get("$ref"))
+                .and_then(|s| Self::attr(s, "$ref"))
                 .and_then(Value::as_str)
         })?;
         r.rsplit('/').next()
@@ -158,22 +171,22 @@ impl Schemas {
     /// The schema of property `field` of an object schema, resolved.
     pub fn property<'a>(&'a self, schema: &'a Value, field: &str) -> Option<&'a Value> {
         let schema = self.resolve(schema);
-        if let Some(p) = schema.get("properties").and_then(|p| p.get(field)) {
+        if let Some(p) = Self::attr(schema, "properties").and_then(|p| p.get(field)) {
             return Some(p);
         }
-        schema.get("additionalProperties").filter(|a| a.is_object())
+        Self::attr(schema, "additionalProperties").filter(|a| a.is_object())
     }
 
     /// The strategic-merge strategy of `field` within an object schema.
     pub fn patch_strategy(&self, schema: &Value, field: &str) -> PatchStrategy {
         let schema = self.resolve(schema);
-        let prop = schema.get("properties").and_then(|p| p.get(field));
+        let prop = Self::attr(schema, "properties").and_then(|p| p.get(field));
         let strategy = prop
-            .and_then(|p| p.get("x-kubernetes-patch-strategy"))
+            .and_then(|p| Self::attr(p, "x-kubernetes-patch-strategy"))
             .and_then(Value::as_str)
             .unwrap_or("");
         let key = prop
-            .and_then(|p| p.get("x-kubernetes-patch-merge-key"))
+            .and_then(|p| Self::attr(p, "x-kubernetes-patch-merge-key"))
             .and_then(Value::as_str)
             .map(String::from);
         PatchStrategy {
@@ -187,7 +200,7 @@ impl Schemas {
     /// int-or-string, quantities)? Unknown-field checks stop there.
     fn is_open(&self, schema: &Value) -> bool {
         let s = self.resolve(schema);
-        s.get("properties").is_none() && s.get("items").is_none()
+        Self::attr(s, "properties").is_none() && Self::attr(s, "items").is_none()
     }
 
     /// The paths of fields in `obj` that the schema of `definition` does not
@@ -209,8 +222,8 @@ impl Schemas {
         let len = path.len();
         match value {
             Value::Object(map) => {
-                let props = schema.get("properties").and_then(Value::as_object);
-                let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+                let props = Self::attr(schema, "properties").and_then(Value::as_object);
+                let additional = Self::attr(schema, "additionalProperties").filter(|a| a.is_object());
                 for (k, v) in map {
                     if len > 0 {
                         path.push('.');
@@ -229,7 +242,7 @@ impl Schemas {
                 }
             }
             Value::Array(items) => {
-                if let Some(item_schema) = schema.get("items") {
+                if let Some(item_schema) = Self::attr(schema, "items") {
                     for (i, v) in items.iter().enumerate() {
                         use std::fmt::Write;
                         let _ = write!(path, "[{i}]");

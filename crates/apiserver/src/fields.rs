@@ -61,7 +61,7 @@ fn walk_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, path: &mut
     path.push(format!("f:{k}"));
     match v {
         Value::Array(items) if !items.is_empty() => {
-            let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
+            let item_schema = Schemas::attr(schemas.resolve(child), "items").unwrap_or(&NULL);
             match list_shape(schemas, schema, k, items) {
                 ListShape::Keyed(key) => {
                     for item in items {
@@ -221,7 +221,7 @@ fn diff_keyed(k: &str, old: &[Value], new: &[Value], key: &str, schema: &Value, 
     };
     let (Some(old_keys), Some(new_keys)) = (keyed(old), keyed(new)) else { return false };
     let child = schemas.property(schema, k).unwrap_or(&NULL);
-    let item_schema = schemas.resolve(child).get("items").unwrap_or(&NULL);
+    let item_schema = Schemas::attr(schemas.resolve(child), "items").unwrap_or(&NULL);
     path.push(format!("f:{k}"));
     let find = |keys: &[(String, usize)], ik: &str| keys.binary_search_by(|(x, _)| x.as_str().cmp(ik)).ok().map(|i| keys[i].1);
     for (ik, ni) in &new_keys {
@@ -358,7 +358,7 @@ fn tree_member(k: &str, v: &Value, schema: &Value, schemas: &Schemas, parent: &m
     let node = object_at(parent, format!("f:{k}"));
     match v {
         Value::Array(items) if !items.is_empty() => {
-            let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
+            let item_schema = Schemas::attr(schemas.resolve(child_schema), "items").unwrap_or(&NULL);
             match list_shape(schemas, schema, k, items) {
                 ListShape::Keyed(key) => {
                     for item in items {
@@ -745,7 +745,7 @@ fn merge_into(target: &mut Value, config: &Value, schema: &Value, schemas: &Sche
             (Some(existing @ Value::Object(_)), Value::Object(_)) => merge_into(existing, v, child_schema, schemas),
             (Some(Value::Array(existing)), Value::Array(items)) => {
                 let strategy = schemas.patch_strategy(schema, k);
-                let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
+                let item_schema = Schemas::attr(schemas.resolve(child_schema), "items").unwrap_or(&NULL);
                 match strategy.merge_key {
                     Some(key) => {
                         let mut merged = Vec::new();

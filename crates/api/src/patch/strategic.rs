@@ -93,7 +93,7 @@ fn merge_map(
                         Some(Value::Array(a)) => a,
                         _ => Vec::new(),
                     };
-                    let item_schema = schemas.resolve(child_schema).get("items").unwrap_or(&NULL);
+                    let item_schema = Schemas::attr(schemas.resolve(child_schema), "items").unwrap_or(&NULL);
                     Some(Value::Array(merge_list(
                         orig_items,
                         patch_items,
