@@ -315,11 +315,6 @@ impl NodeInfo {
         &self.name
     }
 
-    /// The name, shared (scores carry it without allocating).
-    pub fn shared_name(&self) -> Arc<str> {
-        self.name.clone()
-    }
-
     pub fn labels(&self) -> &Labels {
         self.node.as_deref().map(helpers::node_labels).unwrap_or_else(|| helpers::labels_of(&None))
     }
