@@ -132,7 +132,21 @@ async fn scheduling_loop(shared: Arc<Shared>) {
     let mut next_start = 0usize;
     let mut binders: JoinSet<()> = JoinSet::new();
     let mut snapshot = Snapshot::default();
-    while let Some(q) = shared.queue.pop().await {
+    loop {
+        let next = match futures::FutureExt::now_or_never(shared.queue.pop()) {
+            Some(next) => next,
+            None => {
+                // Nothing to schedule: let the snapshot go. An idle
+                // scheduler's cache keeps changing (pods start, finish), and
+                // a held snapshot would keep every NodeInfo replaced since,
+                // and the old pod versions in them, alive: 750 MB more
+                // scheduler RSS at 150,000 pods. (`pop` is cancel-safe: it
+                // takes a pod only when it returns it.)
+                snapshot = Snapshot::default();
+                shared.queue.pop().await
+            }
+        };
+        let Some(q) = next else { break };
         schedule_one(&shared, q, &mut snapshot, &mut next_start, &mut binders).await;
         // Reap finished binders.
         while binders.try_join_next().is_some() {}
