@@ -278,7 +278,7 @@ impl Cache {
             self.rebuild_order();
         }
         if !snap.refresh_from(&self.nodes, &self.index, &self.namespaces) {
-            *snap = Snapshot::from_parts(self.nodes.clone(), self.index.clone(), self.namespaces.clone());
+            *snap = self.snapshot();
         }
     }
 

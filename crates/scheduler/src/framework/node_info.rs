@@ -229,8 +229,6 @@ pub struct NodeInfo {
     pub pods_with_affinity: Vec<Arc<PodInfo>>,
     pub pods_with_required_anti_affinity: Vec<Arc<PodInfo>>,
     pub used_ports: HostPortInfo,
-    /// Bumped on every change (the cache uses it to refresh snapshots).
-    pub generation: u64,
 }
 
 impl NodeInfo {
@@ -259,9 +257,7 @@ impl NodeInfo {
             unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(end - 1)) };
         }
     }
-}
 
-impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
         let mut ni = NodeInfo::default();
         ni.set_node(node);
@@ -282,7 +278,6 @@ impl NodeInfo {
         self.unschedulable = helpers::node_unschedulable(&node);
         self.taints = helpers::node_taints(&node).into();
         self.node = Some(node);
-        self.generation += 1;
     }
 
     /// The node's `spec.unschedulable` (cordoned).
@@ -299,7 +294,6 @@ impl NodeInfo {
         self.node = None;
         self.unschedulable = false;
         self.taints = Box::default();
-        self.generation += 1;
     }
 
     pub fn node_opt(&self) -> Option<&Arc<Node>> {
@@ -332,7 +326,6 @@ impl NodeInfo {
             self.pods_with_required_anti_affinity.push(pi.clone());
         }
         self.pods.push(pi);
-        self.generation += 1;
     }
 
     /// Removes the pod with this UID; false if it is not here.
@@ -346,7 +339,6 @@ impl NodeInfo {
         for hp in &pi.host_ports {
             self.used_ports.remove(hp);
         }
-        self.generation += 1;
         true
     }
 
