@@ -47,6 +47,23 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// [`validate`] for a write through the `status` subresource. Everything
+/// but the status is the stored object's (valid when it was written; only
+/// managedFields and the resourceVersion are the server's own), so only the
+/// status is decoded against its type: not the spec and managedFields again
+/// on each of a kubelet's writes.
+pub fn validate_status(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let mut only_status = serde_json::Map::new();
+    for k in ["apiVersion", "kind", "status"] {
+        if let Some(v) = obj.get(k) {
+            only_status.insert(k.into(), v.clone());
+        }
+    }
+    (rt.decode)(&Value::Object(only_status)).map_err(|e| {
+        ApiError::bad_request(format!("{kind} in version \"{v}\" cannot be handled as a {kind}: {e}", kind = rt.kind, v = rt.version))
+    })
+}
+
 fn validate_kind(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut c = Vec::new();
     match (rt.group, rt.kind) {
@@ -310,6 +327,19 @@ mod tests {
         let rt = find("", "v1", "pods").unwrap();
         let e = validate(rt, &json!({"metadata": {"name": "p"}, "spec": {"containers": "nope"}})).unwrap_err();
         assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn status_writes_decode_the_status() {
+        let rt = find("", "v1", "pods").unwrap();
+        let pod = |status: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": status});
+        validate_status(rt, &pod(json!({"phase": "Running", "podIPs": [{"ip": "10.0.0.1"}]}))).unwrap();
+        let e = validate_status(rt, &pod(json!({"phase": "Running", "podIPs": "10.0.0.1"}))).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.contains("Pod in version \"v1\" cannot be handled as a Pod"), "{}", e.message);
+        // The same refusal as the whole object's.
+        assert_eq!(validate(rt, &pod(json!({"podIPs": "10.0.0.1"}))).unwrap_err().message, e.message);
     }
 
     #[test]

@@ -774,7 +774,15 @@ impl Ctx {
                 // order. As upstream's ResetObjectMetaForStatus: a status
                 // write changes no metadata (labels, annotations, finalizers,
                 // owners).
-                let mut new_status = obj.as_object_mut().and_then(|m| m.remove("status"));
+                // The uid is kept: it is the precondition that makes a
+                // kubelet's status for a pod miss a pod recreated under
+                // its name (checked below).
+                let mut proposed = match std::mem::take(&mut obj) {
+                    Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                };
+                let mut new_status = proposed.swap_remove("status");
+                let uid = proposed.get("metadata").and_then(|m| m.get("uid")).cloned();
                 let mut merged = serde_json::Map::new();
                 if let Some(members) = old.as_object() {
                     for (k, v) in members {
@@ -782,9 +790,15 @@ impl Ctx {
                             if let Some(s) = new_status.take() {
                                 merged.insert(k.clone(), s);
                             }
-                        } else {
-                            merged.insert(k.clone(), v.clone());
+                            continue;
                         }
+                        // The proposal's member when it is the old one (a
+                        // patch's spec is): a comparison, not a copy.
+                        let kept = match proposed.swap_remove(k.as_str()) {
+                            Some(p) if p == *v => p,
+                            _ => v.clone(),
+                        };
+                        merged.insert(k.clone(), kept);
                     }
                 }
                 if let Some(s) = new_status {
@@ -794,6 +808,9 @@ impl Ctx {
                     merged.insert("metadata".into(), Value::Null);
                 }
                 obj = Value::Object(merged);
+                if let Some(uid) = uid {
+                    meta::metadata_mut(&mut obj).insert("uid".into(), uid);
+                }
             }
             Some("finalize") if rt.kind == "Namespace" => {
                 let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
@@ -846,7 +863,11 @@ impl Ctx {
             // A namespace being deleted stays Terminating whatever a status write says.
             obj["status"]["phase"] = json!("Terminating");
         }
-        validation::validate(rt, &obj)?;
+        if sub == Some("status") {
+            validation::validate_status(rt, &obj)?;
+        } else {
+            validation::validate(rt, &obj)?;
+        }
         check_immutable(rt, &old, &obj)?;
         if tracks_generation(rt) && bumps_generation(rt, &old, &obj) {
             let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
@@ -1729,6 +1750,9 @@ fn check_immutable(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), Ap
                 immutable("/spec/completions", "spec.completions")?;
             }
         }
+        // A status write (most pod writes) leaves the spec as it was:
+        // nothing to compare field by field, nor to copy for it.
+        ("", "Pod") if old.get("spec") == new.get("spec") => {}
         ("", "Pod") => {
             // Only images, activeDeadlineSeconds and added tolerations may change.
             let strip = |v: &Value| {

@@ -429,6 +429,10 @@ fn error_cases(s: &TugServer) {
     // The uid never changes: a patch that tries is invalid, a PUT with another uid a failed precondition.
     let err = fails(s, &["patch", "cm", "dup", "--type=merge", "-p", r#"{"metadata":{"uid":"00000000-0000-0000-0000-000000000000"}}"#]);
     assert!(err.contains("metadata.uid") && err.contains("field is immutable"), "{err}");
+    // So is a status write with another uid: it is how a kubelet's status
+    // for a pod misses a pod recreated under the same name.
+    let err = fails(s, &["patch", "ns", "default", "--subresource=status", "--type=merge", "-p", r#"{"metadata":{"uid":"00000000-0000-0000-0000-000000000000"},"status":{"phase":"Active"}}"#]);
+    assert!(err.contains("metadata.uid") && err.contains("field is immutable"), "{err}");
     let mut cm = json(s, &["get", "cm", "dup"]);
     cm["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000".into();
     let out = with_stdin(s, &["replace", "-f", "-"], &cm.to_string());
