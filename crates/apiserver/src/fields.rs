@@ -134,9 +134,9 @@ fn diff(old: &Value, new: &Value, definition: &str) -> Diff {
     let schemas = Schemas::get();
     let schema = schemas.definition(definition).unwrap_or(&NULL);
     let mut d = Diff { changed: FieldSet::new(), removed: FieldSet::new() };
-    if old != new {
-        diff_value(old, new, schema, schemas, &mut Vec::new(), &mut d);
-    }
+    // Not compared whole first: that would compare each equal member (the
+    // spec, on a status write) twice.
+    diff_value(old, new, schema, schemas, &mut Vec::new(), &mut d);
     d.changed.retain(|p| !is_unowned(p));
     d.removed.retain(|p| !is_unowned(p) && get_at(new, p).is_none());
     d
@@ -171,8 +171,13 @@ fn diff_value(old: &Value, new: &Value, schema: &Value, schemas: &Schemas, path:
                 }
             }
         }
+        (o, n) if !is_inner(o) && !is_inner(n) => {
+            if o != n {
+                d.changed.insert(path.clone());
+            }
+        }
         _ => {
-            // Different shapes, or a leaf: compare the paths of both sides.
+            // Different shapes: compare the paths of both sides.
             let mut new_set = FieldSet::new();
             walk(new, schema, schemas, path, &mut new_set);
             let mut old_set = FieldSet::new();
@@ -180,6 +185,12 @@ fn diff_value(old: &Value, new: &Value, schema: &Value, schemas: &Schemas, path:
             collect_diff(new_set, old_set, (Some(old), Some(new)), path.len(), d);
         }
     }
+}
+
+/// Whether a value has paths below it (a non-empty object); anything else
+/// is one leaf of a field set.
+fn is_inner(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if !m.is_empty())
 }
 
 /// Diffs member `k` of the object at `path`: keyed lists item by item,
@@ -194,6 +205,12 @@ fn diff_member(k: &str, old: Option<&Value>, new: Option<&Value>, schema: &Value
         && diff_keyed(k, o, n, &kn, schema, schemas, path, d)
     {
         return;
+    }
+    // A member only one side has: all its paths are new, or all gone.
+    match (old, new) {
+        (None, Some(v)) => return walk_member(k, v, schema, schemas, path, &mut d.changed),
+        (Some(v), None) => return walk_member(k, v, schema, schemas, path, &mut d.removed),
+        _ => {}
     }
     let mut new_set = FieldSet::new();
     if let Some(v) = new {
@@ -399,10 +416,11 @@ fn with(path: &Path, last: &str) -> Path {
     p
 }
 
+/// `k:{"key":value}`: how upstream names a keyed list's element (the
+/// one-member object's JSON, written out without building it).
 fn item_key(item: &Value, key: &str) -> String {
-    let mut m = Map::new();
-    m.insert(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null));
-    format!("k:{}", Value::Object(m))
+    let value = item.get(key).unwrap_or(&Value::Null);
+    format!("k:{{{}:{value}}}", Value::String(key.to_owned()))
 }
 
 /// A field set as upstream's nested `fieldsV1` object.
@@ -572,7 +590,14 @@ pub fn record_update(obj: &mut Value, old: Option<&Value>, manager: &str, api_ve
         return;
     };
     let Diff { changed, removed } = diff(old, obj, def);
-    let mut list = entries(old);
+    // The entries to update: the new object's own copy when it is the old
+    // one's (as after a patch, or a PUT that sends them back), rather than
+    // another copy of them.
+    // (Taken out in place, keeping the member order.)
+    let mut list = match meta::metadata_mut(obj).get_mut("managedFields").map(std::mem::take) {
+        Some(Value::Array(l)) if old.pointer("/metadata/managedFields").and_then(Value::as_array) == Some(&l) => l,
+        _ => entries(old),
+    };
     if changed.is_empty() && removed.is_empty() {
         meta::metadata_mut(obj).insert("managedFields".into(), Value::Array(list));
         return;
@@ -919,6 +944,16 @@ mod tests {
                     let mut full = second.clone();
                     reference_record_update(&mut full, &mid, manager, "v1", *sub);
                     assert_eq!(without_times(&fast), without_times(&full), "{manager} writing {second} over {mid}");
+                    // As after a patch: the new object carries the old one's entries.
+                    let mut patched = second.clone();
+                    patched["metadata"]["managedFields"] = mid["metadata"]["managedFields"].clone();
+                    record_update(&mut patched, Some(&mid), manager, "v1", "Update", *sub);
+                    assert_eq!(without_times(&patched), without_times(&full), "{manager} patching {second} over {mid}");
+                    // Entries a client sends back changed are not taken for the old ones.
+                    let mut sent = second.clone();
+                    sent["metadata"]["managedFields"] = json!([{"manager": "forged", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
+                    record_update(&mut sent, Some(&mid), manager, "v1", "Update", *sub);
+                    assert_eq!(without_times(&sent), without_times(&full), "{manager} sending entries with {second} over {mid}");
                 }
             }
         }
