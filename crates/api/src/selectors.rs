@@ -1129,8 +1129,20 @@ pub fn supported_field_error(kind: &str, field: &str) -> String {
     }
 }
 
+/// `obj.pointer(pointer)` for this file's constant pointers, which hold no
+/// `~` escapes: without `Value::pointer`'s two string copies per segment
+/// (this runs for every selectable field of every write the cache sees).
+fn lookup<'a>(obj: &'a Value, pointer: &str) -> Option<&'a Value> {
+    debug_assert!(!pointer.contains('~'), "escaped pointer {pointer}");
+    pointer.split('/').skip(1).try_fold(obj, |v, seg| match v {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
 fn str_at(obj: &Value, pointer: &str) -> Option<String> {
-    obj.pointer(pointer).and_then(|v| match v {
+    lookup(obj, pointer).and_then(|v| match v {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
         other => Some(other.to_string()),
@@ -1150,14 +1162,14 @@ fn first_non_empty(obj: &Value, pointers: &[&str]) -> String {
 }
 
 fn bool_at(obj: &Value, pointer: &str) -> String {
-    obj.pointer(pointer)
+    lookup(obj, pointer)
         .and_then(Value::as_bool)
         .unwrap_or(false)
         .to_string()
 }
 
 fn int_at(obj: &Value, pointer: &str) -> String {
-    obj.pointer(pointer)
+    lookup(obj, pointer)
         .and_then(Value::as_i64)
         .unwrap_or(0)
         .to_string()

@@ -165,13 +165,16 @@ fn selectable_part(fields: &[&str], member: &str, raw: &RawValue) -> Option<Valu
 #[derive(Debug)]
 pub struct Entry {
     pub revision: Revision,
-    json: Box<RawValue>,
+    /// Valid JSON, by construction: encoded here, or stored text that
+    /// parsed with a member spliced in (so not validated again, which
+    /// `RawValue` would do on every write).
+    json: Box<str>,
     pub selectable: Selectable,
 }
 
 impl Entry {
     pub fn new(kind: &str, obj: &Value, revision: Revision) -> Entry {
-        let json = serde_json::value::to_raw_value(obj).expect("JSON values serialize");
+        let json = serde_json::to_string(obj).expect("JSON values serialize").into_boxed_str();
         Entry { revision, json, selectable: Selectable::of(kind, obj) }
     }
 
@@ -233,8 +236,7 @@ impl Entry {
             // No metadata object: the served form gains one, at the front.
             None => return Self::rebuilt(kind, text, revision),
         };
-        let json = RawValue::from_string(json).ok()?;
-        Some(Entry { revision, json, selectable: Selectable::of(kind, &Value::Object(skeleton)) })
+        Some(Entry { revision, json: json.into_boxed_str(), selectable: Selectable::of(kind, &Value::Object(skeleton)) })
     }
 
     /// [`Entry::from_stored`] for the odd stored object (no metadata object,
@@ -245,25 +247,29 @@ impl Entry {
 
     /// The object as JSON text.
     pub fn bytes(&self) -> &[u8] {
-        self.json.get().as_bytes()
+        self.json.as_bytes()
     }
 
     /// The object, parsed.
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.json.get()).expect("the cache's own encoding parses")
+        serde_json::from_str(&self.json).expect("the cache's own encoding parses")
     }
 
     /// The parts of the object `T` declares, parsed; the rest is skipped
     /// without building values (admission reads one or two fields of a
     /// namespace or a PriorityClass on every create).
     pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Option<T> {
-        serde_json::from_str(self.json.get()).ok()
+        serde_json::from_str(&self.json).ok()
     }
 }
 
+/// Embeds the object's JSON as it is. Plain-JSON lists do not come this
+/// way ([`crate::rest::ListBody::to_json`] copies the text); this path,
+/// for other encodings, checks the text as `RawValue` does.
 impl serde::Serialize for Entry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
+        let raw: &RawValue = serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 

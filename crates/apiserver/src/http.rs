@@ -39,6 +39,10 @@ pub(crate) fn json_response(status: StatusCode, content_type: &str, body: &impl 
     // grow from empty through a dozen reallocations.
     let mut bytes = Vec::with_capacity(4096);
     serde_json::to_writer(&mut bytes, body).expect("serializable");
+    bytes_response(status, content_type, bytes)
+}
+
+pub(crate) fn bytes_response(status: StatusCode, content_type: &str, bytes: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -240,7 +244,7 @@ impl Server {
                 let mut r = if let Some(list) = reply.list {
                     let ct = output.content_type(true);
                     match output {
-                        Output::Json => json_response(reply.status, ct, &list),
+                        Output::Json => bytes_response(reply.status, ct, list.to_json()),
                         _ => json_response(reply.status, ct, &output.list(rr.rt, list)),
                     }
                 } else {

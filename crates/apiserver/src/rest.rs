@@ -133,6 +133,31 @@ impl serde::Serialize for ListBody {
     }
 }
 
+impl ListBody {
+    /// The list as JSON: what its `Serialize` gives, with each cached
+    /// item's text copied in as it is (neither parsed nor checked again).
+    pub fn to_json(&self) -> Vec<u8> {
+        let cached: usize = self.items.iter().map(|i| if let ListItem::Cached(e) = i { e.bytes().len() + 1 } else { 0 }).sum();
+        let mut out = Vec::with_capacity(cached + 4096);
+        let head = serde_json::json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": self.metadata});
+        serde_json::to_writer(&mut out, &head).expect("JSON values serialize");
+        // Reopen the head object for the items member.
+        out.pop();
+        out.extend_from_slice(b",\"items\":[");
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match item {
+                ListItem::Cached(e) => out.extend_from_slice(e.bytes()),
+                ListItem::Decoded(v) => serde_json::to_writer(&mut out, &**v).expect("JSON values serialize"),
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
 impl Reply {
     fn ok(body: Value) -> Reply {
         Reply { status: StatusCode::OK, body, warnings: Vec::new(), list: None }
@@ -1972,6 +1997,32 @@ mod tests {
             change(&mut changed);
             assert!(!same_but_volatile(&old, &changed), "{changed}");
             assert!(!same_but_volatile(&changed, &old), "{changed}");
+        }
+    }
+
+    /// A plain-JSON list copies its cached items' text: it must encode the
+    /// list exactly as serializing it does, for cached, decoded and no items.
+    #[test]
+    fn list_json_is_the_serialized_list() {
+        let pod = |name: &str| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "resourceVersion": "7", "labels": {"a": "b\"c"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Running"}});
+        let stored = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "s", "namespace": "n"}, "spec": {}})).unwrap();
+        let from_store = crate::cache::Entry::from_stored("Pod", &stored, 9).expect("parses");
+        let lists = [
+            vec![],
+            vec![ListItem::Cached(Arc::new(crate::cache::Entry::new("Pod", &pod("a"), 7)))],
+            vec![
+                ListItem::Decoded(Arc::new(pod("b"))),
+                ListItem::Cached(Arc::new(from_store)),
+                ListItem::Cached(Arc::new(crate::cache::Entry::new("Pod", &pod("c"), 7))),
+                ListItem::Decoded(Arc::new(pod("d"))),
+            ],
+        ];
+        for items in lists {
+            let n = items.len();
+            let list = ListBody { kind: "PodList".into(), api_version: "v1".into(), metadata: json!({"resourceVersion": "9", "continue": "x"}), items };
+            let json = list.to_json();
+            assert_eq!(String::from_utf8(json).unwrap(), serde_json::to_string(&list).unwrap(), "{n} items");
         }
     }
 
