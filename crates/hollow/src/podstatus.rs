@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::node::fake_hex;
 use crate::{EXIT_CODE_ANNOTATION, RUN_SECONDS_ANNOTATION, time_string};
@@ -230,13 +230,16 @@ fn cond(t: &str, status: bool, at: &str, reason: Option<&str>, message: Option<S
 }
 
 fn running_status(v: &PodView, c: &Container, started_at: &str, restarts: i32, last: Value) -> Value {
-    json!({
+    let mut s = json!({
         "name": c.name, "image": c.image, "imageID": image_id(&c.image),
         "containerID": container_id(&v.uid, &c.name, restarts),
         "state": {"running": {"startedAt": started_at}},
-        "lastState": last,
+        "lastState": null,
         "ready": true, "started": true, "restartCount": restarts,
-    })
+    });
+    // Moved in (`json!` would copy it), in its place.
+    s["lastState"] = last;
+    s
 }
 
 fn terminated(v: &PodView, c: &Container, code: i32, started: &str, finished: &str, restarts: i32) -> Value {
@@ -275,26 +278,50 @@ pub(crate) fn start_patch(v: &PodView, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now:
     let now = time_string(now);
     let start = v.start_time.map(time_string).unwrap_or_else(|| now.clone());
     let scheduled = v.scheduled_at.map(time_string).unwrap_or_else(|| now.clone());
-    let mut status = json!({
-        "phase": "Running",
-        "conditions": [
+    let (host_ip, pod_ip) = (Value::String(host_ip.to_string()), Value::String(pod_ip.to_string()));
+    // Built by moving values in: `json!` would copy every `Value` it is
+    // given (the conditions, the container statuses), and this runs for
+    // every pod a hollow node starts.
+    let mut status = Map::new();
+    status.insert("phase".into(), "Running".into());
+    status.insert(
+        "conditions".into(),
+        Value::Array(vec![
             cond("PodReadyToStartContainers", true, &now, None, None),
             cond("Initialized", true, &now, None, None),
             cond("Ready", true, &now, None, None),
             cond("ContainersReady", true, &now, None, None),
             cond("PodScheduled", true, &scheduled, None, None),
-        ],
-        "hostIP": host_ip.to_string(), "hostIPs": [{"ip": host_ip.to_string()}],
-        "podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}],
-        "startTime": start,
-        "containerStatuses": v.containers.iter().map(|c| running_status(v, c, &now, 0, json!({}))).collect::<Vec<_>>(),
-    });
+        ]),
+    );
+    status.insert("hostIP".into(), host_ip.clone());
+    status.insert("hostIPs".into(), Value::Array(vec![ip_entry(host_ip)]));
+    status.insert("podIP".into(), pod_ip.clone());
+    status.insert("podIPs".into(), Value::Array(vec![ip_entry(pod_ip)]));
+    status.insert("startTime".into(), start.into());
+    status.insert(
+        "containerStatuses".into(),
+        Value::Array(v.containers.iter().map(|c| running_status(v, c, &now, 0, Value::Object(Map::new()))).collect()),
+    );
     if !v.init_containers.is_empty() {
-        status["initContainerStatuses"] = init_statuses(v, &now, false);
+        status.insert("initContainerStatuses".into(), init_statuses(v, &now, false));
     }
     // The uid makes the patch apply to this pod only, not to a pod
     // recreated under the same name (upstream's status manager does the same).
-    json!({"metadata": {"uid": v.uid}, "status": status})
+    status_patch(&v.uid, Value::Object(status))
+}
+
+fn ip_entry(ip: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("ip".into(), ip);
+    Value::Object(m)
+}
+
+/// `{"metadata": {"uid": uid}, "status": status}`, with `status` moved in.
+fn status_patch(uid: &str, status: Value) -> Value {
+    let mut patch = json!({"metadata": {"uid": uid}});
+    patch["status"] = status;
+    patch
 }
 
 /// All containers exited with `code` and the pod is done (Succeeded for 0,
@@ -318,7 +345,7 @@ pub(crate) fn finish_patch(v: &PodView, code: i32, since: Timestamp, now: Timest
     if v.init_containers.iter().any(|c| c.sidecar) {
         status["initContainerStatuses"] = init_statuses(v, &now, true);
     }
-    json!({"metadata": {"uid": v.uid}, "status": status})
+    status_patch(&v.uid, status)
 }
 
 /// All containers exited with `code` and will be restarted after a back-off
@@ -375,7 +402,9 @@ pub(crate) fn ready_patch(v: &PodView, now: Timestamp) -> Value {
     if !v.containers_ready {
         conditions.push(cond("ContainersReady", true, &now, None, None));
     }
-    json!({"metadata": {"uid": v.uid}, "status": {"conditions": conditions}})
+    let mut status = Map::new();
+    status.insert("conditions".into(), Value::Array(conditions));
+    status_patch(&v.uid, Value::Object(status))
 }
 
 #[cfg(test)]
