@@ -263,16 +263,6 @@ impl Entry {
     }
 }
 
-/// Embeds the object's JSON as it is. Plain-JSON lists do not come this
-/// way ([`crate::rest::ListBody::to_json`] copies the text); this path,
-/// for other encodings, checks the text as `RawValue` does.
-impl serde::Serialize for Entry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let raw: &RawValue = serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
-        raw.serialize(s)
-    }
-}
-
 /// One change, with the object as served (resourceVersion filled in).
 #[derive(Debug)]
 pub struct CacheEvent {

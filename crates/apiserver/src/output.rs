@@ -75,7 +75,7 @@ impl Output {
     /// (plain JSON is served from the `ListBody` itself).
     pub fn list(&self, rt: &ResourceType, list: ListBody) -> Value {
         match self {
-            Output::Json => serde_json::to_value(&list).expect("JSON values serialize"),
+            Output::Json => serde_json::from_slice(&list.to_json()).expect("the list's own encoding parses"),
             Output::Table(inc) => {
                 let items: Vec<Value> = list.items.iter().map(|i| i.to_value()).collect();
                 let mut t = tables::table_for(rt.kind, &items, jiff::Timestamp::now(), *inc);
