@@ -22,13 +22,7 @@ pub fn validate_name(rt: &ResourceType, name: &str) -> Result<(), String> {
 /// Everything upstream checks before storing `obj` (after defaulting).
 /// `Err` is a 400 (undecodable) or 422 (invalid) `Status`.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
-    if let Err(e) = (rt.decode)(obj) {
-        return Err(ApiError::bad_request(format!(
-            "{kind} in version \"{v}\" cannot be handled as a {kind}: {e}",
-            kind = rt.kind,
-            v = rt.version
-        )));
-    }
+    decode(rt, obj)?;
     let name = meta::name(obj);
     let mut causes = Vec::new();
     if name.is_empty() {
@@ -59,7 +53,13 @@ pub fn validate_status(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             only_status.insert(k.into(), v.clone());
         }
     }
-    (rt.decode)(&Value::Object(only_status)).map_err(|e| {
+    decode(rt, &Value::Object(only_status))
+}
+
+/// Decodes `obj` as the kind's type: upstream's refusal of a body its
+/// decoder cannot take (a 400, not a 422).
+fn decode(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    (rt.decode)(obj).map_err(|e| {
         ApiError::bad_request(format!("{kind} in version \"{v}\" cannot be handled as a {kind}: {e}", kind = rt.kind, v = rt.version))
     })
 }
