@@ -22,9 +22,11 @@ use futures::StreamExt;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 use tug_apiserver::loopback::Loopback;
-use tug_pki::PeerIdentity;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -121,22 +123,8 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
-    let store = tug_store::open("", dir.path()).await.expect("store");
-    let sans = tug_pki::ServingSans::for_host("10.43.0.1".parse().unwrap(), "cluster.local", &[]);
-    let pki = tug_pki::ClusterPki::load_or_create(&dir.path().join("tls"), &sans).expect("pki");
-    let config = tug_apiserver::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        service_cidr: "10.43.0.0/16".into(),
-        cluster_cidr: "10.42.0.0/16".into(),
-        cluster_domain: "cluster.local".into(),
-        advertise_address: "127.0.0.1:6443".into(),
-        node_token: None,
-    };
-    let server = tug_apiserver::ApiServer::start(config, store, &pki).await.expect("server");
-    let admin = PeerIdentity { user: tug_pki::ADMIN_USER.into(), groups: vec![tug_pki::ADMIN_GROUP.into()] };
-    let lb = Loopback::new(Arc::clone(&server.server), admin);
-    let mut lb_ready = lb.clone();
-    std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut lb_ready, cx)).await.unwrap();
+    let server = support::start(dir.path()).await;
+    let lb = Loopback::new(Arc::clone(&server.server), support::admin());
 
     println!("| round | write | CPU per request | requests/s |");
     println!("|---|---|---|---|");

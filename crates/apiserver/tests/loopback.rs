@@ -12,27 +12,9 @@ use serde_json::json;
 use tug_apiserver::loopback::Loopback;
 use tug_pki::PeerIdentity;
 
-async fn start(dir: &std::path::Path) -> tug_apiserver::ApiServer {
-    start_on(dir, tug_store::open("", dir).await.expect("store")).await
-}
+mod support;
 
-async fn start_on(dir: &std::path::Path, store: Arc<dyn tug_store::Store>) -> tug_apiserver::ApiServer {
-    let sans = tug_pki::ServingSans::for_host("10.43.0.1".parse().unwrap(), "cluster.local", &[]);
-    let pki = tug_pki::ClusterPki::load_or_create(&dir.join("tls"), &sans).expect("pki");
-    let config = tug_apiserver::Config {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        service_cidr: "10.43.0.0/16".into(),
-        cluster_cidr: "10.42.0.0/16".into(),
-        cluster_domain: "cluster.local".into(),
-        advertise_address: "127.0.0.1:6443".into(),
-        node_token: None,
-    };
-    tug_apiserver::ApiServer::start(config, store, &pki).await.expect("server")
-}
-
-fn admin() -> PeerIdentity {
-    PeerIdentity { user: tug_pki::ADMIN_USER.into(), groups: vec![tug_pki::ADMIN_GROUP.into()] }
-}
+use support::{admin, start, start_on};
 
 #[tokio::test]
 async fn a_kube_client_over_loopback_writes_reads_and_watches() {
