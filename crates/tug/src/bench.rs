@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 
+mod calibrate;
 mod client;
 mod cluster;
 mod density;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hyper::{Method, StatusCode};
 
+use super::calibrate;
 use super::cluster::{self, Cluster, HOLLOW_PODS_PER_NODE, Phase, RssSampler};
 use super::procs::Rss;
 use super::{fmt_count, fmt_mb, fmt_rate, fmt_us, loadavg, percentile};
@@ -117,6 +118,8 @@ struct Outcome {
     rss_total_peak: Option<u64>,
     /// What the bench's pod watch went through.
     watch: String,
+    /// [`calibrate::measure`] before the cluster started.
+    machine_speed: String,
     error: Option<String>,
 }
 
@@ -130,7 +133,7 @@ pub async fn run(a: DensityBenchArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let load_start = loadavg();
-    let mut r = Outcome::default();
+    let mut r = Outcome { machine_speed: calibrate::measure().await, ..Default::default() };
     eprintln!(
         "tug bench density: {} nodes, {} pods via {:?}s, one per {} nodes",
         fmt_count(a.nodes),
@@ -538,6 +541,7 @@ fn print_report(a: &DensityBenchArgs, pods: usize, r: &Outcome, total: Duration,
     );
     add(&format!("RSS at the end: {names}"), "", per(|x| x.current), None);
     add("wall time", "", format!("{:.0} s", total.as_secs_f64()), None);
+    add("machine speed: a pod's JSON round trip (lower is faster)", "", r.machine_speed.clone(), None);
     cluster::print_table(&header, &rows);
     println!();
     println!(
@@ -554,6 +558,7 @@ fn print_report(a: &DensityBenchArgs, pods: usize, r: &Outcome, total: Duration,
         "* Probe: every {} ms one client GETs the namespace's workload, GETs a node and LISTs the first 500 pods of a namespace (limit=500), round robin over the namespaces. Goals are upstream's API call latency SLOs (p99, single objects 1 s, namespaced LISTs 5 s).",
         a.probe_interval_ms
     );
+    println!("{}", calibrate::FOOTNOTE);
     println!(
         "* Total {:.0} s; 1-minute load average {load_start} at the start, {} at the end.",
         total.as_secs_f64(),

@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
+use super::calibrate;
 use super::client::Conn;
 use super::cluster::{self, Cluster, HOLLOW_PODS_PER_NODE, RssSampler};
 use super::procs;
@@ -100,6 +101,8 @@ struct Run {
     rss_hollow_peak: Option<u64>,
     rss_total_peak: Option<u64>,
     load: String,
+    /// [`calibrate::measure`] just before the pair's server started.
+    machine_speed: String,
     seconds: f64,
     error: Option<String>,
     skipped: Option<String>,
@@ -124,7 +127,7 @@ pub async fn run(a: SchedulerBenchArgs) -> anyhow::Result<()> {
     for &pods in &a.pods {
         for &nodes in &a.nodes {
             let t0 = Instant::now();
-            let mut r = Run { nodes, pods, ..Default::default() };
+            let mut r = Run { nodes, pods, machine_speed: calibrate::measure().await, ..Default::default() };
             let l0 = loadavg();
             eprintln!("== {} nodes, {} pods ==", fmt_count(nodes), fmt_count(pods));
             if let Err(e) = run_pair(&a, &work_dir, &mut r).await {
@@ -463,6 +466,7 @@ fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_star
     });
     add("server + hollow RSS, peak of the sum (1 s samples)", "", &|r| r.rss_total_peak.map(fmt_mb).unwrap_or_else(na));
     add("1-min load average, start → end", "", &|r| r.load.clone());
+    add("machine speed: a pod's JSON round trip (lower is faster)", "", &|r| r.machine_speed.clone());
     add("wall time of the pair", "", &|r| format!("{:.0} s", r.seconds));
     cluster::print_table(&header, &rows);
     println!();
@@ -476,6 +480,7 @@ fn print_report(a: &SchedulerBenchArgs, runs: &[Run], total: Duration, load_star
         a.pod_cpu, a.pod_memory, a.clients, a.connections
     );
     println!("* Rate: measured pods / (last bound event on the bench's watch − first create request). Upstream's scheduler_perf reports the mean of 1 s samples of its scheduler's own counter, with an in-process API server and no kubelets; its CI floors are 680 pods/s (5,000 nodes, 10,000 pods) and 810 pods/s (5,000 nodes, 50,000 pods).");
+    println!("{}", calibrate::FOOTNOTE);
     println!("* create → bound: from just before each create request to the watch event carrying spec.nodeName. RSS: VmRSS / VmHWM from /proc.");
     println!("* CPU per pod: user + system time each process used from the first create to the last bound event (/proc/PID/stat), over the pods bound. It is what the work costs rather than how the 2 shared cores happened to be split, but it moves too (2.5-3.4 ms for the server in back-to-back runs of one binary): compare binaries in alternating runs. The hollow process still has Running updates to send after the last bind.");
     println!(
