@@ -30,7 +30,8 @@ impl Shared {
         helpers::scheduler_name(pod) == self.config.scheduler_name
     }
 
-    pub(crate) fn on_pod_apply(&self, pod: Pod) {
+    pub(crate) fn on_pod_apply(&self, mut pod: Pod) {
+        helpers::trim_for_scheduling(&mut pod);
         let pod = Arc::new(pod);
         let key = helpers::pod_key(&pod);
         let old = self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pod.clone());
