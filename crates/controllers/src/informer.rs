@@ -57,9 +57,8 @@ where
     /// Watches until dropped, calling `handler` with every change once the
     /// store reflects it. Watch failures are logged and retried with backoff.
     pub async fn run(self, what: &'static str, mut handler: impl FnMut(Change<K>) + Send) {
-        self.run_with(what, |apply, changes, _synced| {
-            apply();
-            for c in changes {
+        self.run_with(what, |apply, _synced| {
+            for c in apply() {
                 handler(c);
             }
         })
@@ -67,13 +66,13 @@ where
     }
 
     /// The loop behind [`run`](Self::run): for each store update, `sink` gets
-    /// the update to apply, the changes it makes, and whether it completed a
-    /// list; it must call the update before passing the changes on (the
-    /// shared informer does both under its dispatch lock).
+    /// the update, which applies it and returns the changes it made, and
+    /// whether it completed a list (the shared informer applies and
+    /// dispatches under its dispatch lock).
     pub(crate) async fn run_with(
         self,
         what: &str,
-        mut sink: impl FnMut(&mut dyn FnMut(), Vec<Change<K>>, bool) + Send,
+        mut sink: impl FnMut(&mut dyn FnMut() -> Vec<Change<K>>, bool) + Send,
     ) {
         let Informer { api, config, mut writer, reader } = self;
         // managedFields are never read by a controller and are often the
@@ -93,17 +92,33 @@ where
             };
             match &event {
                 Event::Apply(obj) => {
-                    let old = reader.get(&ObjectRef::from_obj(obj));
-                    let new = Arc::new(obj.clone());
-                    let change = match old {
-                        Some(old) => Change::Updated(old, new),
-                        None => Change::Added(new),
-                    };
-                    sink(&mut || writer.apply_watcher_event(&event), vec![change], false);
+                    let key = ObjectRef::from_obj(obj);
+                    sink(
+                        &mut || {
+                            let old = reader.get(&key);
+                            writer.apply_watcher_event(&event);
+                            // The handlers get the store's own Arc, not a
+                            // copy: a copy cost a whole object per event, and
+                            // twice the memory for whatever a handler kept.
+                            let new = reader.get(&key).unwrap_or_else(|| Arc::new(obj.clone()));
+                            vec![match old {
+                                Some(old) => Change::Updated(old, new),
+                                None => Change::Added(new),
+                            }]
+                        },
+                        false,
+                    );
                 }
                 Event::Delete(obj) => {
-                    let change = Change::Deleted(Arc::new(obj.clone()));
-                    sink(&mut || writer.apply_watcher_event(&event), vec![change], false);
+                    sink(
+                        &mut || {
+                            writer.apply_watcher_event(&event);
+                            // The final state the watch delivered (upstream's
+                            // DeleteFunc gets it), which the store never had.
+                            vec![Change::Deleted(Arc::new(obj.clone()))]
+                        },
+                        false,
+                    );
                 }
                 Event::Init => {
                     listed.clear();
@@ -128,7 +143,14 @@ where
                     for (_, gone) in before {
                         changes.push(Change::Deleted(gone));
                     }
-                    sink(&mut || writer.apply_watcher_event(&event), changes, true);
+                    let mut changes = Some(changes);
+                    sink(
+                        &mut || {
+                            writer.apply_watcher_event(&event);
+                            changes.take().unwrap_or_default()
+                        },
+                        true,
+                    );
                 }
             }
         }
@@ -234,13 +256,12 @@ impl SharedInformers {
         let what = K::kind(&()).into_owned();
         let task = tokio::spawn(async move {
             informer
-                .run_with(&what, |apply, changes, synced| {
+                .run_with(&what, |apply, synced| {
                     // The store update and the dispatch happen under one lock, so
                     // a handler registering concurrently sees each object either
                     // in its replay or as a change, never both or neither.
                     let mut d = dispatch.lock().expect("dispatch lock");
-                    apply();
-                    for c in changes {
+                    for c in apply() {
                         for (_, h) in d.handlers.iter_mut() {
                             h(c.clone());
                         }

@@ -71,3 +71,45 @@ async fn handlers_share_one_store_late_ones_get_a_replay_and_dropped_ones_stop()
     early_task.abort();
     drop(server);
 }
+
+/// Each change carries the object the store holds at that moment (the same
+/// `Arc`, not a copy of it), the previous version with an update, and the
+/// watch's final state with a delete, which the store no longer holds.
+#[tokio::test]
+async fn changes_carry_the_stores_own_objects() {
+    let (server, client) = Cluster::bare().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let informers = SharedInformers::new(client.clone());
+    let informer = informers.get::<ConfigMap>();
+    let store = informer.store();
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let log = seen.clone();
+    let task = tokio::spawn(informer.run("configmaps", move |change| {
+        let data = |cm: &ConfigMap| cm.data.as_ref().and_then(|d| d.get("v").cloned()).unwrap_or_default();
+        let name = |cm: &ConfigMap| cm.metadata.name.clone().unwrap_or_default();
+        if !matches!(&change, Change::Added(cm) | Change::Updated(_, cm) | Change::Deleted(cm) if name(cm) == "x") {
+            return;
+        }
+        let stored = tug_controllers::informer::get(&store, "default/x");
+        let line = match change {
+            Change::Added(new) => format!("added {} shared={}", data(&new), stored.is_some_and(|s| Arc::ptr_eq(&s, &new))),
+            Change::Updated(old, new) => {
+                format!("updated {}->{} shared={}", data(&old), data(&new), stored.is_some_and(|s| Arc::ptr_eq(&s, &new)))
+            }
+            Change::Deleted(last) => format!("deleted {} stored={}", data(&last), stored.is_some()),
+        };
+        log.lock().unwrap().push(line);
+    }));
+    let pp = PostParams::default();
+    cms.create(&pp, &obj(json!({"metadata": {"name": "x"}, "data": {"v": "1"}}))).await.unwrap();
+    eventually("the add", WAIT, || async { (seen.lock().unwrap().len() == 1).then_some(()) }).await;
+    let mut cm = cms.get("x").await.unwrap();
+    cm.data = Some([("v".to_string(), "2".to_string())].into());
+    cms.replace("x", &pp, &cm).await.unwrap();
+    eventually("the update", WAIT, || async { (seen.lock().unwrap().len() == 2).then_some(()) }).await;
+    cms.delete("x", &Default::default()).await.unwrap();
+    eventually("the delete", WAIT, || async { (seen.lock().unwrap().len() == 3).then_some(()) }).await;
+    assert_eq!(*seen.lock().unwrap(), ["added 1 shared=true", "updated 1->2 shared=true", "deleted 2 stored=false"]);
+    task.abort();
+    drop(server);
+}
