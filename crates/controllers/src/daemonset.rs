@@ -37,7 +37,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, SharedInformers};
+use crate::informer::{Change, IndexedStore, SharedInformers};
 use crate::kit::pods::{available_at, creation};
 use crate::kit::selector::{Selector, pod_spec_fits_node, selects_all, untolerated_taint};
 use crate::kit::{self, Clock, Key};
@@ -85,7 +85,7 @@ struct Controller {
     client: Client,
     config: Config,
     daemonsets: Store<DaemonSet>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     queue: Queue<Key>,
@@ -120,7 +120,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
         client: client.clone(),
         config,
         daemonsets: ds_inf.store(),
-        pods: pod_inf.store(),
+        pods: pod_inf.indexed(),
         nodes: node_inf.store(),
         revisions: rev_inf.store(),
         queue: queue.clone(),
@@ -416,7 +416,7 @@ impl Controller {
     async fn node_to_daemon_pods(&self, ds: &DaemonSet) -> Result<BTreeMap<String, Vec<Arc<Pod>>>, Error> {
         let selector = Selector::parse(ds.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
         let ns = ds.namespace();
-        let candidates: Vec<Arc<Pod>> = self.pods.state().into_iter().filter(|p| p.namespace() == ns).collect();
+        let candidates: Vec<Arc<Pod>> = self.pods.in_namespace(ns.as_deref().unwrap_or_default());
         let pods = kit::claim::claim(&self.client, ds, &selector, candidates, |_| true, None).await.map_err(|e| Error::Api("claiming pods", e))?;
         let mut map: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         for p in pods {
@@ -525,8 +525,8 @@ impl Controller {
         let keep_hash = revision::hash_label(keep).unwrap_or_default().to_string();
         let dup_hash = revision::hash_label(dup).unwrap_or_default().to_string();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ds.namespace().unwrap_or_default());
-        for p in self.pods.state() {
-            if p.namespace() == ds.namespace() && p.labels().get(CONTROLLER_REVISION_HASH_LABEL) == Some(&dup_hash) {
+        for p in self.pods.in_namespace(ds.metadata.namespace.as_deref().unwrap_or_default()) {
+            if p.labels().get(CONTROLLER_REVISION_HASH_LABEL) == Some(&dup_hash) {
                 let patch = serde_json::json!({"metadata": {"labels": {CONTROLLER_REVISION_HASH_LABEL: keep_hash}}});
                 pods.patch(&p.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
                     .await

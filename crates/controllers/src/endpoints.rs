@@ -53,7 +53,7 @@ use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
 use crate::endpointslice;
-use crate::informer::{Change, SharedInformers};
+use crate::informer::{Change, IndexedStore, SharedInformers};
 use crate::kit::{self, Key};
 use crate::pod_control::{EventRecorder, EventType, error_message, is_namespace_terminating, is_not_found, is_pod_ready, object_ref};
 use crate::queue::{self, Backoff, Queue};
@@ -116,7 +116,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
     let ep = Arc::new(Controller {
         client: client.clone(),
         services: svc_inf.store(),
-        pods: pod_inf.store(),
+        pods: pod_inf.indexed(),
         endpoints: ep_inf.store(),
         queue: ep_queue.clone(),
         triggers: TriggerTimeTracker::default(),
@@ -126,7 +126,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
     let (slice_ctl, slice_queue, slice_workers) = endpointslice::Controller::new(
         client,
         svc_inf.store(),
-        pod_inf.store(),
+        pod_inf.indexed(),
         slice_store.clone(),
         node_store.clone(),
         config.max_endpoints_per_slice,
@@ -371,9 +371,9 @@ pub fn services_to_update_on_pod_change(services: &Store<Service>, old: &Pod, ne
 }
 
 /// The pods in the Service's namespace its selector matches, by name.
-pub fn pods_for_service(pods: &Store<Pod>, svc: &Service, selector: &BTreeMap<String, String>) -> Vec<Arc<Pod>> {
+pub fn pods_for_service(pods: &IndexedStore<Pod>, svc: &Service, selector: &BTreeMap<String, String>) -> Vec<Arc<Pod>> {
     let mut out: Vec<Arc<Pod>> =
-        pods.state().into_iter().filter(|p| p.metadata.namespace == svc.metadata.namespace && selects(selector, p)).collect();
+        pods.in_namespace(svc.metadata.namespace.as_deref().unwrap_or_default()).into_iter().filter(|p| selects(selector, p)).collect();
     out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out
 }
@@ -652,7 +652,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
 struct Controller {
     client: Client,
     services: Store<Service>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     endpoints: Store<Endpoints>,
     queue: Queue<Key>,
     triggers: TriggerTimeTracker,

@@ -57,7 +57,7 @@ use crate::endpoints::{
     is_service_ip_set, pod_hostname, pod_ips, pod_node_name, pod_ref, pods_for_service, publishes_not_ready, service_ports, service_selector,
     should_pod_be_in_endpoints, should_set_hostname,
 };
-use crate::informer::Change;
+use crate::informer::{Change, IndexedStore};
 use crate::kit::Key;
 use crate::pod_control::{EventRecorder, EventType, controller_ref, error_message, is_namespace_terminating, is_not_found, is_pod_ready, object_ref};
 use crate::queue::{self, Backoff, Queue, Workers};
@@ -85,7 +85,7 @@ pub enum Error {
 pub struct Controller {
     client: Client,
     services: Store<Service>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
     queue: Queue<Key>,
@@ -101,7 +101,7 @@ impl Controller {
     pub fn new(
         client: Client,
         services: Store<Service>,
-        pods: Store<Pod>,
+        pods: IndexedStore<Pod>,
         slices: Store<EndpointSlice>,
         nodes: Store<Node>,
         max_endpoints_per_slice: usize,

@@ -249,10 +249,11 @@ impl SharedInformers {
         }
         let informer = Informer::new(Api::<K>::all(self.inner.client.clone()), watcher::Config::default());
         let shared = SharedInformer {
-            store: informer.store(),
+            store: IndexedStore { store: informer.store(), by_namespace: Default::default() },
             dispatch: Arc::new(std::sync::Mutex::new(Dispatch { synced: false, next_id: 0, handlers: Vec::new() })),
         };
         let dispatch = shared.dispatch.clone();
+        let index = shared.store.by_namespace.clone();
         let what = K::kind(&()).into_owned();
         let task = tokio::spawn(async move {
             informer
@@ -261,7 +262,9 @@ impl SharedInformers {
                     // a handler registering concurrently sees each object either
                     // in its replay or as a change, never both or neither.
                     let mut d = dispatch.lock().expect("dispatch lock");
-                    for c in apply() {
+                    let changes = apply();
+                    index.apply(&changes);
+                    for c in changes {
                         for (_, h) in d.handlers.iter_mut() {
                             h(c.clone());
                         }
@@ -286,10 +289,95 @@ struct Dispatch<K> {
 }
 
 /// One resource's shared informer: the same `store()` and `run()` as an
-/// [`Informer`], so a controller can use either.
+/// [`Informer`], so a controller can use either, and `indexed()`.
 pub struct SharedInformer<K: Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
+    store: IndexedStore<K>,
     dispatch: Arc<std::sync::Mutex<Dispatch<K>>>,
+}
+
+/// A shared informer's store with client-go's namespace index beside it.
+/// A reconciler that wants one namespace's objects asks
+/// [`in_namespace`](Self::in_namespace) instead of filtering `state()`,
+/// which copies an `Arc` of every object in the cluster: at 150,000 pods
+/// that was a 1.2 MB vector and 150,000 cold cache lines per ReplicaSet
+/// sync, the controller manager's largest cost. Derefs to the store for
+/// everything else.
+pub struct IndexedStore<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    by_namespace: NamespaceIndex<K>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for IndexedStore<K> {
+    fn clone(&self) -> Self {
+        IndexedStore { store: self.store.clone(), by_namespace: self.by_namespace.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> std::ops::Deref for IndexedStore<K> {
+    type Target = Store<K>;
+    fn deref(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> IndexedStore<K> {
+    /// The objects of namespace `ns`, as the store holds them (updated
+    /// with the store, before the handlers hear of a change).
+    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<K>> {
+        let index = self.by_namespace.0.read().unwrap_or_else(|e| e.into_inner());
+        index.get(ns).map(|objs| objs.values().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// namespace → name → object.
+struct NamespaceIndex<K>(Arc<std::sync::RwLock<HashMap<String, HashMap<String, Arc<K>>>>>);
+
+impl<K> Default for NamespaceIndex<K> {
+    fn default() -> Self {
+        NamespaceIndex(Default::default())
+    }
+}
+
+impl<K> Clone for NamespaceIndex<K> {
+    fn clone(&self) -> Self {
+        NamespaceIndex(self.0.clone())
+    }
+}
+
+impl<K: Resource> NamespaceIndex<K> {
+    fn apply(&self, changes: &[Change<K>]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut index = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for c in changes {
+            match c {
+                Change::Added(obj) | Change::Updated(_, obj) => {
+                    let m = obj.meta();
+                    let ns = m.namespace.as_deref().unwrap_or_default();
+                    let name = m.name.clone().unwrap_or_default();
+                    match index.get_mut(ns) {
+                        Some(objs) => {
+                            objs.insert(name, obj.clone());
+                        }
+                        None => {
+                            index.insert(ns.to_string(), HashMap::from([(name, obj.clone())]));
+                        }
+                    }
+                }
+                Change::Deleted(obj) => {
+                    let m = obj.meta();
+                    let ns = m.namespace.as_deref().unwrap_or_default();
+                    if let Some(objs) = index.get_mut(ns) {
+                        objs.remove(m.name.as_deref().unwrap_or_default());
+                        if objs.is_empty() {
+                            index.remove(ns);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for SharedInformer<K> {
@@ -303,6 +391,11 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     pub fn store(&self) -> Store<K> {
+        self.store.store.clone()
+    }
+
+    /// The store with its namespace index.
+    pub fn indexed(&self) -> IndexedStore<K> {
         self.store.clone()
     }
 

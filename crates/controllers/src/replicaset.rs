@@ -42,7 +42,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::discovery::group_of;
-use crate::informer::{self, Change, SharedInformers};
+use crate::informer::{self, Change, IndexedStore, SharedInformers};
 use crate::pod_control::{self, EventRecorder, Expectations, PodControl};
 use crate::queue::{self, Backoff, Queue};
 
@@ -228,8 +228,8 @@ pub async fn run_shared(client: Client, informers: SharedInformers) -> anyhow::R
     let pods = informers.get::<Pod>();
     let rss = informers.get::<ReplicaSet>();
     let rcs = informers.get::<ReplicationController>();
-    let (rs_ctl, rs_workers) = SetController::<ReplicaSet>::new(client.clone(), rss.store(), pods.store());
-    let (rc_ctl, rc_workers) = SetController::<ReplicationController>::new(client, rcs.store(), pods.store());
+    let (rs_ctl, rs_workers) = SetController::<ReplicaSet>::new(client.clone(), rss.store(), pods.indexed());
+    let (rc_ctl, rc_workers) = SetController::<ReplicationController>::new(client, rcs.store(), pods.indexed());
 
     let (pod_store, rs_store, rc_store) = (pods.store(), rss.store(), rcs.store());
     let pods_task = {
@@ -281,7 +281,7 @@ pub async fn run_shared(client: Client, informers: SharedInformers) -> anyhow::R
 pub struct SetController<K: ReplicatedSet> {
     client: Client,
     sets: Store<K>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     expectations: Expectations,
     pod_control: PodControl,
     queue: Queue<String>,
@@ -304,7 +304,7 @@ impl From<kube::Error> for Error {
 }
 
 impl<K: ReplicatedSet> SetController<K> {
-    pub fn new(client: Client, sets: Store<K>, pods: Store<Pod>) -> (Arc<Self>, queue::Workers<String>) {
+    pub fn new(client: Client, sets: Store<K>, pods: IndexedStore<Pod>) -> (Arc<Self>, queue::Workers<String>) {
         let (queue, workers) = queue::queue::<String>(Backoff::CONTROLLER);
         let recorder = EventRecorder::new(client.clone(), K::COMPONENT);
         let ctl = SetController {
@@ -453,7 +453,7 @@ impl<K: ReplicatedSet> SetController<K> {
 
     /// Pods in `ns` (from the cache).
     fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
-        self.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns)).collect()
+        self.pods.in_namespace(ns)
     }
 
     /// Upstream's `syncReplicaSet`.

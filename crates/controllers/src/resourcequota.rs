@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use tug_api::quota::{self, Amount, Usage};
 
 use crate::discovery::ResourceMap;
-use crate::informer::{Change, SharedInformers};
+use crate::informer::{Change, IndexedStore, SharedInformers};
 use crate::kit::{self, Clock, Key};
 use crate::pod_control::{error_message, is_conflict, is_not_found};
 use crate::queue::{self, Backoff, Queue};
@@ -89,7 +89,7 @@ struct Controller {
     client: Client,
     config: Config,
     quotas: Store<ResourceQuota>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     services: Store<Service>,
     pvcs: Store<PersistentVolumeClaim>,
     queue: Queue<Key>,
@@ -122,7 +122,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
         client,
         config,
         quotas: quota_inf.store(),
-        pods: pod_inf.store(),
+        pods: pod_inf.indexed(),
         services: svc_inf.store(),
         pvcs: pvc_inf.store(),
         queue: queue.clone(),
@@ -328,7 +328,7 @@ impl Controller {
             new_usage.extend(quota::mask(&sum, &names));
             tracked.extend(names);
         };
-        let pods: Vec<Arc<Pod>> = self.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns)).collect();
+        let pods: Vec<Arc<Pod>> = self.pods.in_namespace(ns);
         let pod_usages: Vec<Usage> = pods.iter().map(|p| quota::pod_usage(p, now)).collect();
         content("", "pods", pod_usages, &|i| scopes.iter().all(|s| quota::pod_matches_scope(s, &pods[i])));
         // Only pods have scopes: a scoped quota counts nothing else.

@@ -39,7 +39,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, SharedInformers};
+use crate::informer::{Change, IndexedStore, SharedInformers};
 use crate::kit::pods::{is_controlled_by, is_terminating, phase};
 use crate::kit::selector::Selector;
 use crate::kit::{self, Clock, Key};
@@ -77,7 +77,7 @@ struct Controller {
     client: Client,
     config: Config,
     sets: Store<StatefulSet>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     revisions: Store<ControllerRevision>,
     queue: Queue<Key>,
     recorder: EventRecorder,
@@ -104,7 +104,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
         client,
         config,
         sets: set_inf.store(),
-        pods: pod_inf.store(),
+        pods: pod_inf.indexed(),
         revisions: rev_inf.store(),
         queue: queue.clone(),
     });
@@ -463,7 +463,7 @@ impl Controller {
         // Orphan revisions are adopted (upstream's adoptOrphanRevisions).
         let candidates: Vec<Arc<ControllerRevision>> = self.revisions.state().into_iter().filter(|r| r.namespace().as_deref() == Some(ns.as_str())).collect();
         let revisions = kit::claim::claim(&self.client, &set, &selector, candidates, |_| true, None).await.map_err(|e| Error::Api("adopting revisions", e))?;
-        let pod_candidates: Vec<Arc<Pod>> = self.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
+        let pod_candidates: Vec<Arc<Pod>> = self.pods.in_namespace(&ns);
         let pods = kit::claim::claim(&self.client, &set, &selector, pod_candidates, |p| is_member_of(&set, p), None)
             .await
             .map_err(|e| Error::Api("claiming pods", e))?;

@@ -58,7 +58,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::informer::{self, Change, SharedInformers};
+use crate::informer::{self, Change, IndexedStore, SharedInformers};
 use crate::pod_control::{self, EventRecorder, EventType};
 use crate::queue::{self, Backoff, Queue};
 use util::*;
@@ -98,7 +98,7 @@ pub async fn run_shared(client: Client, informers: SharedInformers) -> anyhow::R
         client,
         deployments: deployments.store(),
         rss: rss.store(),
-        pods: pods.store(),
+        pods: pods.indexed(),
         queue,
     });
     let d_task = {
@@ -140,7 +140,7 @@ pub struct DeploymentController {
     client: Client,
     deployments: Store<Deployment>,
     rss: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     queue: Queue<String>,
     recorder: EventRecorder,
 }
@@ -425,10 +425,7 @@ impl DeploymentController {
     fn pod_map(&self, d: &Deployment, rs_list: &[ReplicaSet]) -> HashMap<String, Vec<Arc<Pod>>> {
         let mut map: HashMap<String, Vec<Arc<Pod>>> = rs_list.iter().filter_map(|rs| rs.metadata.uid.clone()).map(|u| (u, Vec::new())).collect();
         let sel = selector_of(d).and_then(|s| Selector::try_from(s.clone()).ok());
-        for pod in self.pods.state() {
-            if pod.metadata.namespace != d.metadata.namespace {
-                continue;
-            }
+        for pod in self.pods.in_namespace(d.metadata.namespace.as_deref().unwrap_or_default()) {
             if !sel.as_ref().map(|s| s.matches(&labels_of(&pod.metadata))).unwrap_or(false) {
                 continue;
             }
@@ -1062,8 +1059,8 @@ impl DeploymentController {
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_AUTO_ROLLBACK_RESTARTS);
         let uid = new_rs.metadata.uid.as_deref()?;
-        for pod in self.pods.state() {
-            if pod.metadata.namespace != new_rs.metadata.namespace || !pod_control::is_pod_active(&pod) {
+        for pod in self.pods.in_namespace(new_rs.metadata.namespace.as_deref().unwrap_or_default()) {
+            if !pod_control::is_pod_active(&pod) {
                 continue;
             }
             if pod_control::controller_of(&pod.metadata).map(|r| r.uid != uid).unwrap_or(true) {

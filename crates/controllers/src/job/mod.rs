@@ -54,7 +54,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::informer::{Change, SharedInformers};
+use crate::informer::{Change, IndexedStore, SharedInformers};
 use crate::kit::pods::{self, is_terminating, phase};
 use crate::kit::selector::Selector;
 use crate::kit::{self, Clock, Key};
@@ -146,7 +146,7 @@ struct Controller {
     client: Client,
     config: Config,
     jobs: Store<Job>,
-    pods: Store<Pod>,
+    pods: IndexedStore<Pod>,
     queue: Queue<Item>,
     /// Keyed by `namespace/name`.
     expectations: Expectations,
@@ -175,7 +175,7 @@ pub async fn run_shared(client: Client, config: Config, informers: SharedInforme
     let recorder = EventRecorder::new(client.clone(), "job-controller");
     let job_informer = informers.get::<Job>();
     let pod_informer = informers.get::<Pod>();
-    let (jobs, pods) = (job_informer.store(), pod_informer.store());
+    let (jobs, pods) = (job_informer.store(), pod_informer.indexed());
     let controller = Arc::new(Controller {
         client: client.clone(),
         config,
@@ -461,8 +461,8 @@ impl Controller {
                 let uid = job.metadata.uid.clone().unwrap_or_default();
                 self.selector_rejected.lock().expect("lock").remove(&uid);
                 let ns = job.namespace().unwrap_or_default();
-                for pod in self.pods.state() {
-                    if pod.metadata.namespace.as_deref() == Some(ns.as_str()) && pods::is_controlled_by(&pod.metadata, &uid) && has_finalizer(&pod) {
+                for pod in self.pods.in_namespace(&ns) {
+                    if pods::is_controlled_by(&pod.metadata, &uid) && has_finalizer(&pod) {
                         self.enqueue_orphan(&pod);
                     }
                 }
@@ -630,8 +630,8 @@ impl Controller {
             self.backoff.lock().expect("lock").remove(key);
             // Finalizers of pods left over (e.g. after a restart) go now.
             let uid = job.metadata.uid.clone().unwrap_or_default();
-            for pod in self.pods.state() {
-                if pod.metadata.namespace.as_deref() == Some(key.namespace.as_str()) && pods::is_controlled_by(&pod.metadata, &uid) && has_finalizer(&pod) {
+            for pod in self.pods.in_namespace(&key.namespace) {
+                if pods::is_controlled_by(&pod.metadata, &uid) && has_finalizer(&pod) {
                     self.enqueue_orphan(&pod);
                 }
             }
@@ -639,8 +639,7 @@ impl Controller {
         }
         let selector = Selector::parse(s.selector.as_ref()).map_err(Error::Selector)?;
         let satisfied = self.expectations.satisfied(&key.to_string());
-        let candidates: Vec<Arc<Pod>> =
-            self.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(key.namespace.as_str())).collect();
+        let candidates: Vec<Arc<Pod>> = self.pods.in_namespace(&key.namespace);
         let claimed = kit::claim::claim(&self.client, &job, &selector, candidates, |_| true, Some(TRACKING_FINALIZER))
             .await
             .map_err(api_err("claiming pods"))?;

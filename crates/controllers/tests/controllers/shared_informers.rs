@@ -113,3 +113,45 @@ async fn changes_carry_the_stores_own_objects() {
     task.abort();
     drop(server);
 }
+
+/// The namespace index follows the store: adds, updates (the new version)
+/// and deletes, each namespace apart.
+#[tokio::test]
+async fn the_namespace_index_follows_the_store() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (server, client) = Cluster::bare().await;
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone()).create(&pp, &obj(json!({"metadata": {"name": "other"}}))).await.unwrap();
+    let (here, there): (Api<ConfigMap>, Api<ConfigMap>) =
+        (Api::namespaced(client.clone(), "default"), Api::namespaced(client.clone(), "other"));
+    here.create(&pp, &obj(json!({"metadata": {"name": "a"}, "data": {"v": "1"}}))).await.unwrap();
+    let informers = SharedInformers::new(client.clone());
+    let informer = informers.get::<ConfigMap>();
+    let index = informer.indexed();
+    let task = tokio::spawn(informer.run("configmaps", |_| {}));
+    let names = |ns: &str| {
+        let mut v: Vec<String> = index
+            .in_namespace(ns)
+            .iter()
+            .filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt"))
+            .map(|c| format!("{}={}", c.metadata.name.clone().unwrap_or_default(), c.data.as_ref().and_then(|d| d.get("v").cloned()).unwrap_or_default()))
+            .collect();
+        v.sort();
+        v
+    };
+    eventually("the listed object", WAIT, || async { (names("default") == ["a=1"]).then_some(()) }).await;
+    there.create(&pp, &obj(json!({"metadata": {"name": "b"}, "data": {"v": "1"}}))).await.unwrap();
+    here.create(&pp, &obj(json!({"metadata": {"name": "c"}, "data": {"v": "1"}}))).await.unwrap();
+    let mut a = here.get("a").await.unwrap();
+    a.data = Some([("v".to_string(), "2".to_string())].into());
+    here.replace("a", &pp, &a).await.unwrap();
+    eventually("adds and the update", WAIT, || async { (names("default") == ["a=2", "c=1"] && names("other") == ["b=1"]).then_some(()) }).await;
+    there.delete("b", &Default::default()).await.unwrap();
+    here.delete("c", &Default::default()).await.unwrap();
+    eventually("the deletes", WAIT, || async { (names("default") == ["a=2"] && names("other").is_empty()).then_some(()) }).await;
+    assert!(index.in_namespace("nowhere").is_empty());
+    // The store agrees with the index.
+    assert_eq!(index.state().iter().filter(|c| c.metadata.name.as_deref() == Some("a")).count(), 1);
+    task.abort();
+    drop(server);
+}
