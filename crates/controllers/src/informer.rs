@@ -81,7 +81,9 @@ where
         let mut stream = std::pin::pin!(
             watcher::watcher(api, config).default_backoff().modify(|o: &mut K| o.meta_mut().managed_fields = None)
         );
-        let mut listed: Vec<K> = Vec::new();
+        // The keys a (re)list delivered; their objects are the store's once
+        // the list is applied.
+        let mut listed: Vec<ObjectRef<K>> = Vec::new();
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(e) => e,
@@ -126,28 +128,27 @@ where
                 }
                 Event::InitApply(obj) => {
                     writer.apply_watcher_event(&event);
-                    listed.push(obj.clone());
+                    listed.push(ObjectRef::from_obj(obj));
                 }
                 Event::InitDone => {
+                    // The store before the list replaces it.
                     let mut before: HashMap<ObjectRef<K>, Arc<K>> =
                         reader.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect();
-                    let mut changes = Vec::new();
-                    for obj in listed.drain(..) {
-                        let new = Arc::new(obj);
-                        match before.remove(&ObjectRef::from_obj(&*new)) {
-                            Some(old) if old.meta().resource_version == new.meta().resource_version => {}
-                            Some(old) => changes.push(Change::Updated(old, new)),
-                            None => changes.push(Change::Added(new)),
-                        }
-                    }
-                    for (_, gone) in before {
-                        changes.push(Change::Deleted(gone));
-                    }
-                    let mut changes = Some(changes);
                     sink(
                         &mut || {
                             writer.apply_watcher_event(&event);
-                            changes.take().unwrap_or_default()
+                            // As with Apply: the store's own Arcs, not copies.
+                            let mut changes = Vec::new();
+                            for key in listed.drain(..) {
+                                let Some(new) = reader.get(&key) else { continue };
+                                match before.remove(&key) {
+                                    Some(old) if old.meta().resource_version == new.meta().resource_version => {}
+                                    Some(old) => changes.push(Change::Updated(old, new)),
+                                    None => changes.push(Change::Added(new)),
+                                }
+                            }
+                            changes.extend(before.drain().map(|(_, gone)| Change::Deleted(gone)));
+                            changes
                         },
                         true,
                     );

@@ -79,6 +79,9 @@ async fn handlers_share_one_store_late_ones_get_a_replay_and_dropped_ones_stop()
 async fn changes_carry_the_stores_own_objects() {
     let (server, client) = Cluster::bare().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    // Listed, not watched: the first list's objects are the store's too.
+    cms.create(&pp, &obj(json!({"metadata": {"name": "x"}, "data": {"v": "0"}}))).await.unwrap();
     let informers = SharedInformers::new(client.clone());
     let informer = informers.get::<ConfigMap>();
     let store = informer.store();
@@ -100,16 +103,21 @@ async fn changes_carry_the_stores_own_objects() {
         };
         log.lock().unwrap().push(line);
     }));
-    let pp = PostParams::default();
+    eventually("the listed object", WAIT, || async { (seen.lock().unwrap().len() == 1).then_some(()) }).await;
+    cms.delete("x", &Default::default()).await.unwrap();
+    eventually("its delete", WAIT, || async { (seen.lock().unwrap().len() == 2).then_some(()) }).await;
     cms.create(&pp, &obj(json!({"metadata": {"name": "x"}, "data": {"v": "1"}}))).await.unwrap();
-    eventually("the add", WAIT, || async { (seen.lock().unwrap().len() == 1).then_some(()) }).await;
+    eventually("the add", WAIT, || async { (seen.lock().unwrap().len() == 3).then_some(()) }).await;
     let mut cm = cms.get("x").await.unwrap();
     cm.data = Some([("v".to_string(), "2".to_string())].into());
     cms.replace("x", &pp, &cm).await.unwrap();
-    eventually("the update", WAIT, || async { (seen.lock().unwrap().len() == 2).then_some(()) }).await;
+    eventually("the update", WAIT, || async { (seen.lock().unwrap().len() == 4).then_some(()) }).await;
     cms.delete("x", &Default::default()).await.unwrap();
-    eventually("the delete", WAIT, || async { (seen.lock().unwrap().len() == 3).then_some(()) }).await;
-    assert_eq!(*seen.lock().unwrap(), ["added 1 shared=true", "updated 1->2 shared=true", "deleted 2 stored=false"]);
+    eventually("the delete", WAIT, || async { (seen.lock().unwrap().len() == 5).then_some(()) }).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["added 0 shared=true", "deleted 0 stored=false", "added 1 shared=true", "updated 1->2 shared=true", "deleted 2 stored=false"]
+    );
     task.abort();
     drop(server);
 }
