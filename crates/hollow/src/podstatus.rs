@@ -355,7 +355,7 @@ pub(crate) fn crash_patch(v: &PodView, code: i32, since: Timestamp, now: Timesta
     let restarts = v.restart_count + 1;
     let names: Vec<&str> = v.containers.iter().map(|c| c.name.as_str()).collect();
     let unready = format!("containers with unready status: [{}]", names.join(" "));
-    json!({"metadata": {"uid": v.uid}, "status": {
+    status_patch(&v.uid, json!({
         "phase": "Running",
         "conditions": [
             cond("Ready", false, &now, Some("ContainersNotReady"), Some(unready.clone())),
@@ -371,14 +371,14 @@ pub(crate) fn crash_patch(v: &PodView, code: i32, since: Timestamp, now: Timesta
             "lastState": terminated(v, c, code, &since, &now, v.restart_count),
             "ready": false, "started": false, "restartCount": restarts,
         })).collect::<Vec<_>>(),
-    }})
+    }))
 }
 
 /// The back-off is over: the containers run again.
 pub(crate) fn restart_patch(v: &PodView, code: i32, last_started: Timestamp, last_finished: Timestamp, now: Timestamp) -> Value {
     let now = time_string(now);
     let (ls, lf) = (time_string(last_started), time_string(last_finished));
-    json!({"metadata": {"uid": v.uid}, "status": {
+    status_patch(&v.uid, json!({
         "phase": "Running",
         "conditions": [
             cond("Ready", true, &now, None, None),
@@ -387,7 +387,7 @@ pub(crate) fn restart_patch(v: &PodView, code: i32, last_started: Timestamp, las
         "containerStatuses": v.containers.iter().map(|c| {
             running_status(v, c, &now, v.restart_count, terminated(v, c, code, &ls, &lf, v.restart_count - 1))
         }).collect::<Vec<_>>(),
-    }})
+    }))
 }
 
 /// The containers run (and are ready) but the pod's conditions say otherwise

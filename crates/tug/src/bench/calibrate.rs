@@ -5,13 +5,12 @@
 //! by 2x within an hour (other tenants, frequency): the scheduler bench made
 //! 659-776 pods/s at 5,000 nodes on one machine and, two hours later,
 //! 1,664-1,950/s on another, with no change in the request path between
-//! the builds. The bench cannot choose
-//! its machine, but it can say how fast the machine was while it measured,
-//! so that two tables are compared knowing that. It does not catch every
-//! slow stretch: on one machine it stayed within 11.5-12.0 µs while one
-//! build made 1,693-2,238 pods/s there, so builds are still compared in
-//! alternating runs. The work is what the
-//! cluster spends its time on: a running pod's JSON parsed into a
+//! the builds. The bench cannot choose its machine, but it can say how fast
+//! the machine was while it measured, so that two tables are compared
+//! knowing that. It does not catch every slow stretch: on one machine it
+//! stayed within 11.5-12.0 µs while one build made 1,693-2,238 pods/s
+//! there, so builds are still compared in alternating runs. The work is
+//! what the cluster spends its time on: a running pod's JSON parsed into a
 //! `serde_json::Value` and written out again.
 
 use std::time::{Duration, Instant};
